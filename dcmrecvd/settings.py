@@ -1,0 +1,77 @@
+"""Every knob of the receiver, with DCMTK dcmrecv 3.6.7's defaults.
+
+The command line (cli.py) and, later, the daemon's INI file both produce one frozen
+Settings; the receiver reads nothing else.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from pathlib import Path
+
+
+class SubdirMode(enum.Enum):
+    """-s / +ssd."""
+
+    NONE = "none"
+    SERIES_DATE = "series-date"
+
+
+class NamingScheme(enum.Enum):
+    """+fd / +fu / +fsu / +fst."""
+
+    DEFAULT = "default"
+    UNIQUE = "unique"
+    SHORT_UNIQUE = "short-unique"
+    SYSTEM_TIME = "system-time"
+
+
+class StorageMode(enum.Enum):
+    """-B / +B / --ignore."""
+
+    NORMAL = "normal"
+    BIT_PRESERVING = "bit-preserving"
+    IGNORE = "ignore"
+
+
+class LogLevel(enum.Enum):
+    """DCMTK's logger levels, lowest threshold last."""
+
+    FATAL = "fatal"
+    ERROR = "error"
+    WARN = "warn"
+    INFO = "info"
+    DEBUG = "debug"
+    TRACE = "trace"
+
+
+# DCMTK 3.6.7 caps an SCP presentation-context list at 128 entries; dcmrecvd lifts it.
+DCMTK_CONTEXT_LIST_LIMIT = 128
+
+
+@dataclass(frozen=True)
+class Settings:
+    """One receiver's configuration."""
+
+    port: int = 11112
+    bind_address: str = ""
+    aetitle: str = "DCMRECV"
+    use_called_aetitle: bool = False
+    # DCMTK 3.6.8+ rejects a called AE title that differs from -aet; 3.6.7 does not.
+    check_called_aetitle: bool = False
+    acse_timeout: int = 30
+    dimse_timeout: int | None = None
+    max_pdu: int = 16384
+    host_lookup: bool = True
+    config_file: Path | None = None
+    profile_name: str | None = None
+    context_list_limit: int | None = DCMTK_CONTEXT_LIST_LIMIT
+    output_dir: str = "."
+    subdir: SubdirMode = SubdirMode.NONE
+    naming: NamingScheme = NamingScheme.DEFAULT
+    extension: str = ""
+    storage: StorageMode = StorageMode.NORMAL
+    log_level: LogLevel = LogLevel.WARN
+    log_config: Path | None = None
+    verbose_pc: bool = False

@@ -1,0 +1,31 @@
+"""Fixtures shared by the whole suite."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+from collections.abc import Iterator
+
+import pytest
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+@pytest.fixture
+def port() -> Iterator[int]:
+    yield free_port()
+
+
+@pytest.fixture(scope="session")
+def dcmtk_dcmrecv() -> str:
+    """Path of DCMTK's own dcmrecv (installed by scripts/bootstrap)."""
+    path = shutil.which("dcmrecv", path="/usr/bin")
+    if path is None:
+        pytest.fail("DCMTK's dcmrecv is missing: run scripts/bootstrap")
+    return path
