@@ -64,6 +64,8 @@ class Settings:
     dimse_timeout: int | None = None
     max_pdu: int = 16384
     host_lookup: bool = True
+    # Associations served at once; DCMTK serves one at a time and queues the rest.
+    max_associations: int = 64
     config_file: Path | None = None
     profile_name: str | None = None
     context_list_limit: int | None = DCMTK_CONTEXT_LIST_LIMIT
