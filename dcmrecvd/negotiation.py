@@ -128,7 +128,9 @@ def negotiate(
         if pc.abstract_syntax not in syntaxes:
             result, chosen = Result.ABSTRACT_SYNTAX_NOT_SUPPORTED, None
         else:
-            chosen = next((ts for ts in syntaxes[pc.abstract_syntax] if ts in pc.transfer_syntaxes), None)
+            chosen = next(
+                (ts for ts in syntaxes[pc.abstract_syntax] if ts in pc.transfer_syntaxes), None
+            )
             result = Result.ACCEPTANCE if chosen else Result.TRANSFER_SYNTAXES_NOT_SUPPORTED
         if result is Result.ACCEPTANCE:
             asked = _proposed_role(proposed_roles, pc.abstract_syntax)
@@ -148,7 +150,9 @@ def negotiate(
     return Outcome(tuple(outcomes), tuple(replies), extended)
 
 
-def pynetdicom_contexts(profile: Profile, refused: frozenset[str] = frozenset()) -> list[PresentationContext]:
+def pynetdicom_contexts(
+    profile: Profile, refused: frozenset[str] = frozenset()
+) -> list[PresentationContext]:
     """The acceptor contexts for pynetdicom, leaving out the abstract syntaxes in `refused`.
 
     Roles stay unset so that pynetdicom accepts with the default roles and adds no role

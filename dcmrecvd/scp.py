@@ -11,17 +11,34 @@ import os
 import signal
 import socket
 import threading
+import time
+from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
-from pynetdicom import AE, evt
-from pynetdicom.events import Event
+from pynetdicom import AE, evt, register_uid
+from pynetdicom.dimse_primitives import (
+    C_FIND,
+    C_GET,
+    C_MOVE,
+    C_STORE,
+    N_ACTION,
+    N_CREATE,
+    N_DELETE,
+    N_EVENT_REPORT,
+    N_GET,
+    N_SET,
+)
+from pynetdicom.events import Event, EventHandlerType
 from pynetdicom.pdu_primitives import (
+    A_ASSOCIATE,
     SCP_SCU_RoleSelectionNegotiation,
     SOPClassExtendedNegotiation,
 )
+from pynetdicom.service_class import ServiceClass, StorageServiceClass
+from pynetdicom.sop_class import uid_to_service_class
 
-from dcmrecvd import asconfig
+from dcmrecvd import asconfig, filemeta, header, naming, storage
 from dcmrecvd.negotiation import (
     APPLICATION_CONTEXT,
     Outcome,
@@ -31,7 +48,7 @@ from dcmrecvd.negotiation import (
     pynetdicom_contexts,
 )
 from dcmrecvd.profiles import BUILTIN_VERIFICATION, Profile
-from dcmrecvd.settings import Settings
+from dcmrecvd.settings import Settings, StorageMode
 
 LOG = logging.getLogger("dcmrecv")
 
@@ -49,6 +66,29 @@ REJECT_BAD_APPLICATION_CONTEXT = (0x02, 0x01, 0x02)
 REJECT_CALLED_AE_TITLE = (0x01, 0x01, 0x07)
 REJECT_NO_ACCEPTABLE_CONTEXTS = (0x01, 0x01, 0x01)
 
+# C-STORE statuses dcmrecv sends, with the text of its "Sending C-STORE Response" line.
+SUCCESS = 0x0000
+OUT_OF_RESOURCES = 0xA700
+CANNOT_UNDERSTAND = 0xC000
+STATUS_TEXT = {
+    SUCCESS: "Success",
+    OUT_OF_RESOURCES: "Refused: OutOfResources",
+    CANNOT_UNDERSTAND: "Error: CannotUnderstand",
+}
+
+# Command fields of the DIMSE requests a storage SCP does not serve.
+UNSUPPORTED_REQUESTS = {
+    C_FIND: 0x0020,
+    C_GET: 0x0010,
+    C_MOVE: 0x0021,
+    N_EVENT_REPORT: 0x0100,
+    N_GET: 0x0110,
+    N_SET: 0x0120,
+    N_ACTION: 0x0130,
+    N_CREATE: 0x0140,
+    N_DELETE: 0x0150,
+}
+
 
 class ConfigurationError(Exception):
     """The negotiation profile cannot be loaded; carries DCMTK's log texts."""
@@ -62,7 +102,9 @@ class ConfigurationError(Exception):
 def load_profile(settings: Settings) -> Profile:
     """The profile named by -xf, or the built-in Verification-only one."""
     if settings.config_file is None:
-        LOG.warning("no configuration file specified, SCP will only support the Verification SOP Class")
+        LOG.warning(
+            "no configuration file specified, SCP will only support the Verification SOP Class"
+        )
         return BUILTIN_VERIFICATION
     path = str(settings.config_file)
     try:
@@ -82,10 +124,39 @@ def check_output_directory(directory: str) -> str | None:
     return None
 
 
+def join_path(directory: str, name: str) -> str:
+    """DCMTK's combineDirAndFilename: relative stays relative, trailing '/' dropped."""
+    if not directory:
+        return name
+    return f"{directory.rstrip('/')}/{name}"
+
+
+def register_storage_classes(profile: Profile) -> None:
+    """Serve C-STORE for every abstract syntax of the profile that pynetdicom does not know.
+
+    pynetdicom picks the service by the request's SOP class and aborts the association
+    for an unknown (private) one; DCMTK stores it.
+    """
+    for context in profile.contexts:
+        uid = context.abstract_syntax
+        if uid_to_service_class(uid) is ServiceClass:
+            register_uid(uid, "DcmrecvdPrivate_" + uid.replace(".", "_"), StorageServiceClass)
+
+
+def _exists(directory: Path, name: str) -> bool:
+    try:
+        (directory / name).lstat()
+    except FileNotFoundError:
+        return False
+    return True
+
+
 def _proposals(event: Event) -> tuple[list[Proposed], dict[str, tuple[bool, bool]]]:
-    rq = event.assoc.requestor.primitive
+    rq = cast(A_ASSOCIATE, event.assoc.requestor.primitive)
     proposed = [
-        Proposed(cx.context_id, str(cx.abstract_syntax), tuple(str(ts) for ts in cx.transfer_syntax))
+        Proposed(
+            cx.context_id or 0, str(cx.abstract_syntax), tuple(str(ts) for ts in cx.transfer_syntax)
+        )
         for cx in rq.presentation_context_definition_list
     ]
     roles = {
@@ -107,14 +178,26 @@ class Receiver:
         self.ae.dimse_timeout = settings.dimse_timeout
         self.ae.network_timeout = settings.dimse_timeout or DEFAULT_NETWORK_TIMEOUT
         self.ae.maximum_associations = settings.max_associations
+        self.namer = naming.FileNamer(settings.naming, settings.extension, int(time.time()))
+        register_storage_classes(profile)
 
-    def handlers(self) -> list[tuple[evt.EventType, Any]]:
+    def handlers(self) -> list[EventHandlerType]:
         return [
             (evt.EVT_REQUESTED, self._on_requested),
             (evt.EVT_ACCEPTED, self._on_accepted),
             (evt.EVT_RELEASED, self._on_released),
             (evt.EVT_ABORTED, self._on_aborted),
             (evt.EVT_C_ECHO, self._on_echo),
+            (evt.EVT_C_STORE, self._on_store),
+            (evt.EVT_C_FIND, self._on_unsupported),
+            (evt.EVT_C_GET, self._on_unsupported),
+            (evt.EVT_C_MOVE, self._on_unsupported),
+            (evt.EVT_N_ACTION, self._on_unsupported),
+            (evt.EVT_N_CREATE, self._on_unsupported),
+            (evt.EVT_N_DELETE, self._on_unsupported),
+            (evt.EVT_N_EVENT_REPORT, self._on_unsupported),
+            (evt.EVT_N_GET, self._on_unsupported),
+            (evt.EVT_N_SET, self._on_unsupported),
         ]
 
     def start(self, sock_address: tuple[str, int]) -> Any:
@@ -146,7 +229,7 @@ class Receiver:
 
     def _on_requested(self, event: Event) -> None:
         """Apply DCMTK's association policy before pynetdicom negotiates."""
-        rq = event.assoc.requestor.primitive
+        rq = cast(A_ASSOCIATE, event.assoc.requestor.primitive)
         calling = rq.calling_ae_title
         called = rq.called_ae_title
         peer = self._peer_name(event.assoc.requestor.address)
@@ -155,21 +238,27 @@ class Receiver:
             self._reject(event, REJECT_BAD_APPLICATION_CONTEXT, "bad application context")
             return
         if self.settings.check_called_aetitle and called != self.settings.aetitle:
-            LOG.error("Called AE Title does not match configured AE Title: %s", self.settings.aetitle)
+            LOG.error(
+                "Called AE Title does not match configured AE Title: %s", self.settings.aetitle
+            )
             self._reject(event, REJECT_CALLED_AE_TITLE, "called AE title not recognized")
             return
         proposed, roles = _proposals(event)
         outcome = negotiate(self.profile, proposed, roles)
         if not outcome.accepted:
             LOG.info("No Acceptable Presentation Contexts")
-            self._reject(event, REJECT_NO_ACCEPTABLE_CONTEXTS, "no acceptable presentation contexts")
+            self._reject(
+                event, REJECT_NO_ACCEPTABLE_CONTEXTS, "no acceptable presentation contexts"
+            )
             return
         self._apply(event, outcome)
 
     def _apply(self, event: Event, outcome: Outcome) -> None:
         """Make pynetdicom's answer carry DCMTK's roles and extended negotiation."""
         acceptor = event.assoc.acceptor
-        refused = frozenset(c.abstract_syntax for c in outcome.contexts if c.result is Result.NO_REASON)
+        refused = frozenset(
+            c.abstract_syntax for c in outcome.contexts if c.result is Result.NO_REASON
+        )
         if refused:
             # pynetdicom cannot refuse a context for its role; leaving the abstract syntax
             # out refuses it (with result 3 where DCMTK says 2).
@@ -187,7 +276,8 @@ class Receiver:
             acceptor.add_negotiation_item(ext)
 
     def _on_accepted(self, event: Event) -> None:
-        LOG.info("Association Acknowledged (Max Send PDV: %d)", event.assoc.requestor.maximum_length - 12)
+        max_pdu = event.assoc.requestor.maximum_length or 0
+        LOG.info("Association Acknowledged (Max Send PDV: %d)", max_pdu - 12)
 
     def _on_released(self, event: Event) -> None:
         LOG.info("Received Association Release Request")
@@ -198,7 +288,101 @@ class Receiver:
     def _on_echo(self, event: Event) -> int:
         LOG.info("Received C-ECHO Request (MsgID %d)", event.request.MessageID)
         LOG.info("Sending C-ECHO Response (Success)")
-        return 0x0000
+        return SUCCESS
+
+    def _on_unsupported(self, event: Event) -> int:
+        field = UNSUPPORTED_REQUESTS.get(type(event.request), 0)
+        LOG.error(
+            "cannot handle this kind of DIMSE command (0x%04x), we are a Storage SCP only", field
+        )
+        event.assoc.abort()
+        return CANNOT_UNDERSTAND
+
+    def _on_store(self, event: Event) -> int:
+        bit_preserving = self.settings.storage is StorageMode.BIT_PRESERVING
+        if not bit_preserving:
+            LOG.info("Received C-STORE Request (MsgID %d)", event.request.MessageID)
+        status = self._store(event)
+        LOG.info("Sending C-STORE Response (%s)", STATUS_TEXT[status])
+        return status
+
+    def _store(self, event: Event) -> int:
+        """Store one received object; the status for the C-STORE response."""
+        if self.settings.storage is StorageMode.IGNORE:
+            LOG.debug("received dataset is not stored since the storage mode is set to 'ignore'")
+            return SUCCESS
+        # A released view, so pynetdicom can close the buffer after the response.
+        dataset = cast(C_STORE, event.request).DataSet
+        if dataset is None:
+            return CANNOT_UNDERSTAND
+        with dataset.getbuffer() as data:
+            return self._store_data(event, data)
+
+    def _store_data(self, event: Event, data: memoryview) -> int:
+        request = cast(C_STORE, event.request)
+        if not len(data):
+            return CANNOT_UNDERSTAND
+        syntax = str(event.context.transfer_syntax[0])
+        sop_class = str(request.AffectedSOPClassUID or "")
+        sop_instance = str(request.AffectedSOPInstanceUID or "")
+        bit_preserving = self.settings.storage is StorageMode.BIT_PRESERVING
+        found = header.Header()
+        if not bit_preserving:
+            try:
+                found = header.read(data, syntax)
+            except header.HeaderError as exc:
+                LOG.debug("cannot read the dataset's header elements: %s", exc)
+        # The command's UIDs name the file; the dataset's fill in where they are empty.
+        sop_class = sop_class or found.sop_class_uid
+        sop_instance = sop_instance or found.sop_instance_uid
+        try:
+            subdir = naming.subdirectory(
+                self.settings.subdir,
+                found.series_date if found.series_date_vr else None,
+                found.series_date_vr or None,
+                datetime.now().date(),
+                dataset_available=not bit_preserving,
+            )
+            directory = (
+                join_path(self.settings.output_dir, subdir) if subdir else self.settings.output_dir
+            )
+            name = self.namer.name(
+                sop_class,
+                sop_instance,
+                now=datetime.now(),
+                exists=lambda candidate: _exists(Path(directory or "."), candidate),
+            )
+        except naming.NamingError as exc:
+            LOG.error("cannot generate directory or file name for received object: %s", exc)
+            return CANNOT_UNDERSTAND
+        path = join_path(directory, name)
+        if os.path.lexists(path):
+            LOG.warning("file already exists, overwriting: %s", path)
+        if bit_preserving:
+            LOG.info("Received C-STORE Request (MsgID %d)", request.MessageID)
+            meta_class, meta_instance, source_ae = (
+                sop_class,
+                sop_instance,
+                event.assoc.requestor.ae_title,
+            )
+        else:
+            # Normal mode's meta header names the dataset's own UIDs, as DCMTK's does.
+            meta_class = found.sop_class_uid or sop_class
+            meta_instance = found.sop_instance_uid or sop_instance
+            source_ae = None
+        try:
+            meta = filemeta.encode(meta_class, meta_instance, syntax, source_ae)
+        except ValueError as exc:
+            LOG.error("cannot store received object: %s: %s", path, exc)
+            return CANNOT_UNDERSTAND
+        try:
+            storage.ensure_directory(Path(directory or "."))
+            storage.write_atomic(Path(path), [meta, data])
+        except storage.StorageError as exc:
+            LOG.error("%s", exc)
+            return OUT_OF_RESOURCES
+        LOG.info("Stored received object to file: %s", path)
+        return SUCCESS
 
 
 def _wait_for_termination() -> int:

@@ -21,7 +21,9 @@ from dcmrecvd.settings import Settings
 LOCALHOST = "127.0.0.1"
 
 
-def wait_listening(port: int, proc: subprocess.Popen[bytes] | None = None, timeout: float = 10) -> None:
+def wait_listening(
+    port: int, proc: subprocess.Popen[bytes] | None = None, timeout: float = 10
+) -> None:
     """Wait until something accepts TCP connections on `port` (or `proc` exits)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -36,7 +38,9 @@ def wait_listening(port: int, proc: subprocess.Popen[bytes] | None = None, timeo
 
 
 @contextmanager
-def dcmtk_receiver(binary: str, args: Sequence[str], port: int) -> Iterator[subprocess.Popen[bytes]]:
+def dcmtk_receiver(
+    binary: str, args: Sequence[str], port: int
+) -> Iterator[subprocess.Popen[bytes]]:
     """DCMTK's dcmrecv listening on `port` with `args`."""
     proc = subprocess.Popen(
         [binary, *args, str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
@@ -52,7 +56,9 @@ def dcmtk_receiver(binary: str, args: Sequence[str], port: int) -> Iterator[subp
 
 
 @contextmanager
-def our_receiver(profile: Profile, port: int, settings: Settings | None = None) -> Iterator[Receiver]:
+def our_receiver(
+    profile: Profile, port: int, settings: Settings | None = None
+) -> Iterator[Receiver]:
     """Our Receiver serving `profile` in this process."""
     receiver = Receiver(settings or Settings(port=port), profile)
     receiver.start((LOCALHOST, port))
@@ -89,7 +95,9 @@ def probe(port: int, proposal: Proposal) -> Observed:
     ae.acse_timeout = 10
     for abstract, syntaxes in proposal.contexts:
         ae.add_requested_context(abstract, list(syntaxes))
-    ext_neg: list[object] = [build_role(uid, scu_role=scu, scp_role=scp) for uid, scu, scp in proposal.roles]
+    ext_neg: list[object] = [
+        build_role(uid, scu_role=scu, scp_role=scp) for uid, scu, scp in proposal.roles
+    ]
     for uid, data in proposal.extended:
         item = SOPClassExtendedNegotiation()
         item.sop_class_uid = uid
@@ -129,7 +137,9 @@ def probe(port: int, proposal: Proposal) -> Observed:
             (str(uid), bool(item.scu_role), bool(item.scp_role))
             for uid, item in assoc.acceptor.role_selection.items()
         )
-        extended = sorted((str(uid), bytes(data)) for uid, data in assoc.acceptor.sop_class_extended.items())
+        extended = sorted(
+            (str(uid), bytes(data)) for uid, data in assoc.acceptor.sop_class_extended.items()
+        )
         return Observed(None, tuple(contexts), tuple(roles), tuple(extended))
     finally:
         if assoc.is_established:
@@ -146,5 +156,7 @@ def ac_dump(stderr_or_stdout: str) -> list[str]:
         return []
     block = lines[start:]
     first = next(i for i, line in enumerate(block) if line.startswith("Presentation Contexts:"))
-    last = next(i for i, line in enumerate(block) if line.startswith("Accepted Extended Negotiation"))
+    last = next(
+        i for i, line in enumerate(block) if line.startswith("Accepted Extended Negotiation")
+    )
     return block[first : last + 1]

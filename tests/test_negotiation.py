@@ -61,7 +61,10 @@ def test_unknown_abstract_syntax_is_3_and_no_common_syntax_is_4() -> None:
 
 def test_same_abstract_syntax_twice_is_evaluated_per_context() -> None:
     out = negotiate(profile(), [Proposed(1, CT, (IMPLICIT,)), Proposed(3, CT, (EXPLICIT,))], {})
-    assert [(c.context_id, c.transfer_syntax) for c in out.accepted] == [(1, IMPLICIT), (3, EXPLICIT)]
+    assert [(c.context_id, c.transfer_syntax) for c in out.accepted] == [
+        (1, IMPLICIT),
+        (3, EXPLICIT),
+    ]
 
 
 def test_without_role_list_proposed_roles_get_no_reply() -> None:
@@ -111,12 +114,16 @@ def test_role_table(
 
 
 def test_both_role_flags_zero_reads_as_scu_scp() -> None:
-    out = negotiate(profile(roles=((CT, Role.BOTH),)), [Proposed(1, CT, (EXPLICIT,))], {CT: (False, False)})
+    out = negotiate(
+        profile(roles=((CT, Role.BOTH),)), [Proposed(1, CT, (EXPLICIT,))], {CT: (False, False)}
+    )
     assert out.role_replies == (RoleReply(CT, True, True),)
 
 
 def test_role_reply_only_for_accepted_contexts() -> None:
-    out = negotiate(profile(roles=((CT, Role.BOTH),)), [Proposed(1, CT, ("1.2.3",))], {CT: (True, True)})
+    out = negotiate(
+        profile(roles=((CT, Role.BOTH),)), [Proposed(1, CT, ("1.2.3",))], {CT: (True, True)}
+    )
     assert out.role_replies == ()
 
 
