@@ -150,6 +150,31 @@ def negotiate(
     return Outcome(tuple(outcomes), tuple(replies), extended)
 
 
+def representable(outcome: Outcome) -> Outcome:
+    """The closest outcome that pynetdicom 3.0 can send.
+
+    Two DCMTK answers have no pynetdicom form: a context refused with result 2 (its
+    acceptor only refuses with 1, 3 or 4), and an accepted context whose role reply
+    grants neither role (it refuses to encode a role item with both flags 0). Both
+    become a refusal with result 3, with no role item and no extended item for it.
+    """
+    refused = {c.abstract_syntax for c in outcome.contexts if c.result is Result.NO_REASON}
+    refused |= {r.sop_class_uid for r in outcome.role_replies if not (r.scu_role or r.scp_role)}
+    if not refused:
+        return outcome
+    contexts = tuple(
+        ContextOutcome(c.context_id, c.abstract_syntax, Result.ABSTRACT_SYNTAX_NOT_SUPPORTED, None)
+        if c.abstract_syntax in refused
+        else c
+        for c in outcome.contexts
+    )
+    return Outcome(
+        contexts,
+        tuple(r for r in outcome.role_replies if r.sop_class_uid not in refused),
+        tuple(e for e in outcome.extended_negotiation if e[0] not in refused),
+    )
+
+
 def pynetdicom_contexts(
     profile: Profile, refused: frozenset[str] = frozenset()
 ) -> list[PresentationContext]:

@@ -46,6 +46,7 @@ from dcmrecvd.negotiation import (
     Result,
     negotiate,
     pynetdicom_contexts,
+    representable,
 )
 from dcmrecvd.profiles import BUILTIN_VERIFICATION, Profile
 from dcmrecvd.settings import Settings, StorageMode
@@ -244,7 +245,7 @@ class Receiver:
             self._reject(event, REJECT_CALLED_AE_TITLE, "called AE title not recognized")
             return
         proposed, roles = _proposals(event)
-        outcome = negotiate(self.profile, proposed, roles)
+        outcome = representable(negotiate(self.profile, proposed, roles))
         if not outcome.accepted:
             LOG.info("No Acceptable Presentation Contexts")
             self._reject(
@@ -257,11 +258,12 @@ class Receiver:
         """Make pynetdicom's answer carry DCMTK's roles and extended negotiation."""
         acceptor = event.assoc.acceptor
         refused = frozenset(
-            c.abstract_syntax for c in outcome.contexts if c.result is Result.NO_REASON
+            c.abstract_syntax
+            for c in outcome.contexts
+            if c.result is Result.ABSTRACT_SYNTAX_NOT_SUPPORTED
         )
         if refused:
-            # pynetdicom cannot refuse a context for its role; leaving the abstract syntax
-            # out refuses it (with result 3 where DCMTK says 2).
+            # Refusals for roles: the abstract syntax left out of this association's copy.
             acceptor.supported_contexts = pynetdicom_contexts(self.profile, refused)
         for reply in outcome.role_replies:
             item = SCP_SCU_RoleSelectionNegotiation()

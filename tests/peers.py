@@ -12,7 +12,10 @@ from dataclasses import dataclass
 from pynetdicom import AE, build_role, evt
 from pynetdicom.events import Event
 from pynetdicom.pdu import A_ASSOCIATE_RJ
-from pynetdicom.pdu_primitives import SOPClassExtendedNegotiation
+from pynetdicom.pdu_primitives import (
+    SCP_SCU_RoleSelectionNegotiation,
+    SOPClassExtendedNegotiation,
+)
 
 from dcmrecvd.profiles import Profile
 from dcmrecvd.scp import Receiver
@@ -95,7 +98,7 @@ def probe(port: int, proposal: Proposal) -> Observed:
     ae.acse_timeout = 10
     for abstract, syntaxes in proposal.contexts:
         ae.add_requested_context(abstract, list(syntaxes))
-    ext_neg: list[object] = [
+    ext_neg: list[SCP_SCU_RoleSelectionNegotiation | SOPClassExtendedNegotiation] = [
         build_role(uid, scu_role=scu, scp_role=scp) for uid, scu, scp in proposal.roles
     ]
     for uid, data in proposal.extended:
@@ -115,20 +118,21 @@ def probe(port: int, proposal: Proposal) -> Observed:
         LOCALHOST,
         port,
         ae_title=proposal.called,
-        ext_neg=ext_neg or None,
+        ext_neg=list(ext_neg) or None,
         evt_handlers=[(evt.EVT_PDU_RECV, on_pdu)],
     )
     try:
         if rejections:
             rj = rejections[0]
-            return Observed((rj.result, rj.source, rj.reason_diagnostic), (), (), ())
+            answer = (int(rj.result or 0), int(rj.source or 0), int(rj.reason_diagnostic or 0))
+            return Observed(answer, (), (), ())
         if not assoc.is_established:
             raise AssertionError("association neither established nor rejected")
         contexts = sorted(
             (
-                cx.context_id,
+                int(cx.context_id or 0),
                 str(cx.abstract_syntax),
-                cx.result,
+                int(cx.result or 0),
                 str(cx.transfer_syntax[0]) if cx.result == 0 else None,
             )
             for cx in assoc.accepted_contexts + assoc.rejected_contexts

@@ -57,6 +57,7 @@ PresentationContext2 = CTImageStorage\\JpegFirst
 PresentationContext3 = MRImageStorage\\Uncompressed
 PresentationContext4 = SecondaryCaptureImageStorage\\Uncompressed
 PresentationContext5 = 1.2.3.4.999.1\\Private
+PresentationContext6 = PositronEmissionTomographyImageStorage\\Private
 [CTOnly]
 PresentationContext1 = CTImageStorage\\Uncompressed
 
@@ -115,7 +116,7 @@ PROPOSALS = [
 ]
 
 # DCMTK refuses a context with result 2 when the requestor keeps the default role and
-# the profile grants only SCP; pynetdicom cannot send 2, so we refuse with 3 (negotiation.py).
+# the profile grants only SCP; pynetdicom cannot send 2 (negotiation.representable).
 ROLE_ONLY_SCP_UNPROPOSED = Proposal(((MR, UNCOMPRESSED), (VERIFICATION, (IMPLICIT,))))
 
 
@@ -164,26 +165,34 @@ def test_same_answers_without_a_profile(dcmtk_dcmrecv: str) -> None:
         assert ours == theirs, proposal
 
 
+def pynetdicom_form(theirs: Observed) -> Observed:
+    """DCMTK's answer with the two documented changes of negotiation.representable.
+
+    A context refused with result 2, or accepted with a role reply that grants neither
+    role, is refused with result 3, without its role and extended items.
+    """
+    refused = {c[1] for c in theirs.contexts if c[2] == 2}
+    refused |= {uid for uid, scu, scp in theirs.roles if not (scu or scp)}
+    return Observed(
+        theirs.rejection,
+        tuple((c[0], c[1], 3, None) if c[1] in refused else c for c in theirs.contexts),
+        tuple(r for r in theirs.roles if r[0] not in refused),
+        tuple(e for e in theirs.extended if e[0] not in refused),
+    )
+
+
 def test_roles_and_extended_negotiation_as_dcmrecv(dcmtk_dcmrecv: str, custom_cfg: Path) -> None:
     profile = load(custom_cfg, "WithRolesAndExt")
     args = ["-xf", str(custom_cfg), "WithRolesAndExt"]
-    results = list(
-        observe_both(dcmtk_dcmrecv, args, profile, [*PROPOSALS, ROLE_ONLY_SCP_UNPROPOSED])
-    )
+    proposals = [*PROPOSALS, ROLE_ONLY_SCP_UNPROPOSED]
+    results = list(observe_both(dcmtk_dcmrecv, args, profile, proposals))
     assert any(theirs.roles for _, theirs, _ in results)
     assert any(theirs.extended for _, theirs, _ in results)
+    # Both documented differences occur in this run: a refusal 2 and a neither-role reply.
+    assert any(c[2] == 2 for _, theirs, _ in results for c in theirs.contexts)
+    assert any(not (scu or scp) for _, theirs, _ in results for _, scu, scp in theirs.roles)
     for proposal, theirs, ours in results:
-        if proposal is ROLE_ONLY_SCP_UNPROPOSED:
-            # The one documented difference: the same refusal, reason 3 instead of 2.
-            mr_theirs = [c for c in theirs.contexts if c[1] == MR]
-            mr_ours = [c for c in ours.contexts if c[1] == MR]
-            assert [c[2] for c in mr_theirs] == [2]
-            assert [c[2] for c in mr_ours] == [3]
-            assert [c for c in ours.contexts if c[1] != MR] == [
-                c for c in theirs.contexts if c[1] != MR
-            ]
-            continue
-        assert ours == theirs, proposal
+        assert ours == pynetdicom_form(theirs), proposal
 
 
 @pytest.mark.parametrize(
