@@ -11,6 +11,7 @@ from dcmrecvd.negotiation import (
     RoleReply,
     negotiate,
     pynetdicom_contexts,
+    representable,
 )
 from dcmrecvd.profiles import AcceptedContext, Profile, Role
 
@@ -142,3 +143,31 @@ def test_pynetdicom_contexts_keep_order_and_leave_roles_unset() -> None:
     assert [cx.abstract_syntax for cx in cxs] == [CT]
     assert cxs[0].transfer_syntax == [JPEG_BASELINE, EXPLICIT, BIG, IMPLICIT]
     assert (cxs[0].scu_role, cxs[0].scp_role) == (None, None)
+
+
+def test_representable_turns_unsendable_answers_into_refusals() -> None:
+    ext = ((CT, b"\x01"), (MR, b"\x02"))
+    prof = Profile(
+        name="R",
+        contexts=(AcceptedContext(CT, (EXPLICIT,)), AcceptedContext(MR, (EXPLICIT,))),
+        roles=((CT, Role.SCP), (MR, Role.SCP)),
+        extended_negotiation=ext,
+    )
+    # CT: default role proposed, only SCP granted -> DCMTK result 2.
+    # MR: SCU proposed, only SCP granted -> DCMTK accepts with a (0, 0) role reply.
+    out = negotiate(
+        prof, [Proposed(1, CT, (EXPLICIT,)), Proposed(3, MR, (EXPLICIT,))], {MR: (True, False)}
+    )
+    assert [c.result for c in out.contexts] == [Result.NO_REASON, Result.ACCEPTANCE]
+    assert out.role_replies == (RoleReply(MR, False, False),)
+    sendable = representable(out)
+    assert [c.result for c in sendable.contexts] == [Result.ABSTRACT_SYNTAX_NOT_SUPPORTED] * 2
+    assert sendable.role_replies == ()
+    assert sendable.extended_negotiation == ()
+
+
+def test_representable_keeps_what_pynetdicom_can_send() -> None:
+    out = negotiate(
+        profile(roles=((CT, Role.BOTH),)), [Proposed(1, CT, (EXPLICIT,))], {CT: (True, True)}
+    )
+    assert representable(out) == out
