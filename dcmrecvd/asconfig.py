@@ -221,11 +221,14 @@ class _Entry:
 class _Section:
     name: str
     line: int
-    entries: list[_Entry] = field(default_factory=list)
+    entries: dict[str, _Entry] = field(default_factory=dict)
+
+    def add(self, entry: _Entry) -> None:
+        # DCMTK finds the first entry of a name; later duplicates are never seen.
+        self.entries.setdefault(entry.key, entry)
 
     def get(self, key: str) -> _Entry | None:
-        """The first entry named `key`: later duplicates are never seen."""
-        return next((e for e in self.entries if e.key == key), None)
+        return self.entries.get(key)
 
     def numbered(self, prefix: str) -> Iterator[tuple[str, _Entry]]:
         """PREFIX1, PREFIX2, ... up to the first missing number."""
@@ -312,7 +315,7 @@ def _read_tree(text: str) -> list[_Supersection]:
             key = _read_name(reader, "=")
             value = _read_value(reader)
             if section is not None:
-                section.entries.append(_Entry(key, value, line))
+                section.add(_Entry(key, value, line))
     return tree
 
 
@@ -561,7 +564,8 @@ def _first_repeat(contexts: Sequence[ContextEntry]) -> ContextEntry | None:
 
 
 def select_profile(config: AsConfig, name: str, path: str) -> Profile:
-    """The profile `name` (blanks dropped, upper-cased, as DCMTK does), resolved.
+    """The profile `name` (blanks dropped, upper-cased, as DCMTK does) of a document
+    made by `parse` or `from_profiles`, resolved.
 
     DCMTK refuses an empty name, an unknown profile, and a profile whose context list
     repeats an abstract syntax (not a valid SCP profile).
