@@ -7,6 +7,7 @@ and exit 66 means it refused it with the E:/F: lines we must reproduce.
 
 from __future__ import annotations
 
+import random
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -419,6 +420,18 @@ def check(case: Case, path: str = "test.cfg") -> AsConfigError | None:
     return None
 
 
+def mutate(text: str, rng: random.Random) -> str:
+    """A few random insertions and deletions of characters the lexer treats specially."""
+    alphabet = [" ", "\t", "\n", "\r", "\r\n", "#", "[", "]", "=", "\\", "a", ".", "\0", "1"]
+    for _ in range(rng.randint(1, 8)):
+        pos = rng.randrange(len(text))
+        if rng.random() < 0.6:
+            text = text[:pos] + rng.choice(alphabet) + text[pos:]
+        else:
+            text = text[:pos] + text[pos + rng.randint(1, 3) :]
+    return text
+
+
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
 def test_dcmtk_verdict(case: Case) -> None:
     error = check(case)
@@ -460,6 +473,30 @@ def test_same_verdict_as_dcmrecv(case: Case, dcmtk_dcmrecv: str, tmp_path: Path,
         return
     assert code == 66
     assert (ours.dcmtk_error, ours.dcmtk_fatal) == (error_line, fatal_line)
+
+
+@pytest.mark.interop
+def test_mutated_files_get_the_same_verdict_as_dcmrecv(
+    dcmtk_dcmrecv: str, tmp_path: Path, port: int
+) -> None:
+    rng = random.Random(367)
+    base = (DATA / "full.cfg").read_text("latin-1")
+    config = tmp_path / "mutated.cfg"
+    verdicts = set()
+    for _ in range(150):
+        case = Case("mutated", mutate(base, rng), None, profile="store")
+        config.write_bytes(case.text.encode("latin-1"))
+        code, error_line, fatal_line = dcmrecv_verdict(dcmtk_dcmrecv, config, case.profile, port)
+        ours = check(case, str(config))
+        if ours is None:
+            assert code == 45, case.text
+        else:
+            assert (code, ours.dcmtk_error, ours.dcmtk_fatal) == (66, error_line, fatal_line), (
+                case.text
+            )
+        verdicts.add(fatal_line)
+    # The edits reach many different checks, not just one.
+    assert len(verdicts) > 8
 
 
 # --- lexical details the table cannot show -----------------------------------------------
