@@ -49,7 +49,7 @@ from dcmrecvd.negotiation import (
     representable,
 )
 from dcmrecvd.profiles import BUILTIN_VERIFICATION, Profile
-from dcmrecvd.settings import Settings, StorageMode
+from dcmrecvd.settings import NamingScheme, Settings, StorageMode
 
 LOG = logging.getLogger("dcmrecv")
 
@@ -301,9 +301,7 @@ class Receiver:
         return CANNOT_UNDERSTAND
 
     def _on_store(self, event: Event) -> int:
-        bit_preserving = self.settings.storage is StorageMode.BIT_PRESERVING
-        if not bit_preserving:
-            LOG.info("Received C-STORE Request (MsgID %d)", event.request.MessageID)
+        LOG.info("Received C-STORE Request (MsgID %d)", event.request.MessageID)
         status = self._store(event)
         LOG.info("Sending C-STORE Response (%s)", STATUS_TEXT[status])
         return status
@@ -325,8 +323,6 @@ class Receiver:
         if not len(data):
             return CANNOT_UNDERSTAND
         syntax = str(event.context.transfer_syntax[0])
-        sop_class = str(request.AffectedSOPClassUID or "")
-        sop_instance = str(request.AffectedSOPInstanceUID or "")
         bit_preserving = self.settings.storage is StorageMode.BIT_PRESERVING
         found = header.Header()
         if not bit_preserving:
@@ -334,57 +330,67 @@ class Receiver:
                 found = header.read(data, syntax)
             except header.HeaderError as exc:
                 LOG.debug("cannot read the dataset's header elements: %s", exc)
-        # The command's UIDs name the file; the dataset's fill in where they are empty.
-        sop_class = sop_class or found.sop_class_uid
-        sop_instance = sop_instance or found.sop_instance_uid
-        try:
-            subdir = naming.subdirectory(
-                self.settings.subdir,
-                found.series_date if found.series_date_vr else None,
-                found.series_date_vr or None,
-                datetime.now().date(),
-                dataset_available=not bit_preserving,
-            )
-            directory = (
-                join_path(self.settings.output_dir, subdir) if subdir else self.settings.output_dir
-            )
-            name = self.namer.name(
-                sop_class,
-                sop_instance,
-                now=datetime.now(),
-                exists=lambda candidate: _exists(Path(directory or "."), candidate),
-            )
-        except naming.NamingError as exc:
-            LOG.error("cannot generate directory or file name for received object: %s", exc)
-            return CANNOT_UNDERSTAND
-        path = join_path(directory, name)
-        if os.path.lexists(path):
-            LOG.warning("file already exists, overwriting: %s", path)
+        # The command's UIDs name the file (DCMTK strips their blanks); the dataset's
+        # fill in where they are empty.
+        sop_class = str(request.AffectedSOPClassUID or "").strip(" ") or found.sop_class_uid
+        sop_instance = (
+            str(request.AffectedSOPInstanceUID or "").strip(" ") or found.sop_instance_uid
+        )
         if bit_preserving:
-            LOG.info("Received C-STORE Request (MsgID %d)", request.MessageID)
-            meta_class, meta_instance, source_ae = (
-                sop_class,
-                sop_instance,
-                event.assoc.requestor.ae_title,
-            )
+            meta_uids, source_ae = (sop_class, sop_instance), event.assoc.requestor.ae_title
         else:
             # Normal mode's meta header names the dataset's own UIDs, as DCMTK's does.
-            meta_class = found.sop_class_uid or sop_class
-            meta_instance = found.sop_instance_uid or sop_instance
+            meta_uids = (found.sop_class_uid or sop_class, found.sop_instance_uid or sop_instance)
             source_ae = None
         try:
-            meta = filemeta.encode(meta_class, meta_instance, syntax, source_ae)
-        except ValueError as exc:
-            LOG.error("cannot store received object: %s: %s", path, exc)
+            meta = filemeta.encode(*meta_uids, syntax, source_ae)
+            directory = self._directory(found, bit_preserving)
+        except (ValueError, naming.NamingError) as exc:
+            LOG.error("cannot generate directory or file name for received object: %s", exc)
             return CANNOT_UNDERSTAND
-        try:
-            storage.ensure_directory(Path(directory or "."))
-            storage.write_atomic(Path(path), [meta, data])
-        except storage.StorageError as exc:
-            LOG.error("%s", exc)
-            return OUT_OF_RESOURCES
-        LOG.info("Stored received object to file: %s", path)
-        return SUCCESS
+        # Unique names must never replace a file, even one a concurrent association
+        # claimed between naming and writing: take the next name instead.
+        unique = self.settings.naming in (NamingScheme.UNIQUE, NamingScheme.SHORT_UNIQUE)
+        for _ in range(naming.MAX_TRIES):
+            try:
+                name = self.namer.name(
+                    sop_class,
+                    sop_instance,
+                    now=datetime.now(),
+                    exists=lambda candidate: _exists(Path(directory or "."), candidate),
+                )
+            except naming.NamingError as exc:
+                LOG.error("cannot generate directory or file name for received object: %s", exc)
+                return CANNOT_UNDERSTAND
+            path = join_path(directory, name)
+            if not unique and os.path.lexists(path):
+                LOG.warning("file already exists, overwriting: %s", path)
+            try:
+                storage.ensure_directory(Path(directory or "."))
+                storage.write_atomic(Path(path), [meta, data], replace=not unique)
+            except storage.NameTaken:
+                continue
+            except storage.StorageError as exc:
+                LOG.error("%s", exc)
+                return OUT_OF_RESOURCES
+            LOG.info("Stored received object to file: %s", path)
+            return SUCCESS
+        LOG.error(
+            "cannot generate directory or file name for received object: %s",
+            naming.COULD_NOT_GENERATE_FILENAME,
+        )
+        return CANNOT_UNDERSTAND
+
+    def _directory(self, found: header.Header, bit_preserving: bool) -> str:
+        """The directory an object goes to: the output directory or a series-date one."""
+        subdir = naming.subdirectory(
+            self.settings.subdir,
+            found.series_date if found.series_date_vr else None,
+            found.series_date_vr or None,
+            datetime.now().date(),
+            dataset_available=not bit_preserving,
+        )
+        return join_path(self.settings.output_dir, subdir) if subdir else self.settings.output_dir
 
 
 def _wait_for_termination() -> int:

@@ -22,6 +22,10 @@ class StorageError(Exception):
     """A directory or file could not be written; the text is DCMTK's log message."""
 
 
+class NameTaken(Exception):
+    """write_atomic(replace=False) found the final name already taken."""
+
+
 def _reason(exc: OSError) -> str:
     return exc.strerror or str(exc)
 
@@ -58,8 +62,12 @@ def _write_all(fd: int, parts: Sequence[bytes | memoryview]) -> None:
             view = view[written:]
 
 
-def write_atomic(path: Path, parts: Sequence[bytes | memoryview]) -> None:
-    """Write `parts` to `path` so that it is either absent, the old file, or complete."""
+def write_atomic(path: Path, parts: Sequence[bytes | memoryview], *, replace: bool = True) -> None:
+    """Write `parts` to `path` so that it is either absent, the old file, or complete.
+
+    With replace=False an existing `path` is left alone and NameTaken raised: a link
+    claims the name atomically, so concurrent writers never overwrite each other.
+    """
     temp = path.parent / f"{TEMP_PREFIX}{secrets.token_hex(8)}{TEMP_SUFFIX}"
     try:
         fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
@@ -68,8 +76,16 @@ def write_atomic(path: Path, parts: Sequence[bytes | memoryview]) -> None:
             os.fsync(fd)
         finally:
             os.close(fd)
-        os.replace(temp, path)
+        if replace:
+            os.replace(temp, path)
+        else:
+            try:
+                os.link(temp, path)
+            finally:
+                temp.unlink()
         _fsync_directory(path.parent)
+    except FileExistsError as exc:
+        raise NameTaken(str(path)) from exc
     except OSError as exc:
         with suppress(OSError):
             temp.unlink(missing_ok=True)
