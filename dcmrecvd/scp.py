@@ -322,7 +322,7 @@ class Receiver:
         request = cast(C_STORE, event.request)
         if not len(data):
             return CANNOT_UNDERSTAND
-        syntax = str(event.context.transfer_syntax[0])
+        syntax = str(event.context.transfer_syntax)
         bit_preserving = self.settings.storage is StorageMode.BIT_PRESERVING
         found = header.Header()
         if not bit_preserving:
