@@ -1,0 +1,419 @@
+"""dcmrecvd's INI file -> one Settings and the negotiation profile it serves.
+
+The file has a `[receiver]` section (every receiver knob), an optional `[logging]`
+section and any number of `[profile NAME]` sections. A profile either lists its SOP
+classes and transfer syntaxes itself, or points at a DCMTK asconfig file and one of its
+profiles. Nothing is required: an empty file serves Verification and every storage SOP
+class with every transfer syntax on port 11112 into ./incoming, so the common case is
+three lines (`[receiver]`, `port = ...`, `output-directory = ...`).
+
+Every error names the file, the line and the reason, as `--check-config` prints them.
+Unknown sections and keys are errors, so that a typo never silently means a default.
+"""
+
+from __future__ import annotations
+
+import configparser
+import dataclasses
+import enum
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pydicom.uid
+import pynetdicom.sop_class
+
+from dcmrecvd import asconfig
+from dcmrecvd.profiles import (
+    AcceptedContext,
+    Profile,
+    Role,
+    all_storage_profile,
+    all_storage_sop_classes,
+    all_transfer_syntaxes,
+)
+from dcmrecvd.settings import LogLevel, NamingScheme, Settings, StorageMode, SubdirMode
+from dcmrecvd.uidnames import is_uid, resolve_dcmtk
+
+DEFAULT_PATH = Path("/etc/dcmrecvd/dcmrecvd.conf")
+DEFAULT_PROFILE = "default"
+ALL_STORAGE = "all-storage"
+ALL_SYNTAXES = "all"
+
+# The daemon's defaults where they differ from dcmrecv's: larger PDUs, no reverse DNS on
+# every association, no DCMTK 128-context cap, and a directory of its own.
+DAEMON_DEFAULTS = Settings(
+    port=11112,
+    output_dir="incoming",
+    max_pdu=131072,
+    host_lookup=False,
+    context_list_limit=None,
+    log_level=LogLevel.INFO,
+)
+
+MIN_PDU = 4096
+MAX_PDU = 131072
+# PS3.5 6.2: an AE title is at most 16 characters of the default repertoire, no backslash.
+_AE_TITLE = re.compile(r"[\x20-\x5b\x5d-\x7e]{1,16}")
+_LIST_SEPARATORS = re.compile(r"[\s,]+")
+_SECTION_LINE = re.compile(r"\s*\[(?P<name>[^\]]+)\]")
+_KEY_LINE = re.compile(r"(?P<key>[^\s=:#;][^=:]*?)\s*[=:]")
+
+_T = TypeVar("_T")
+_E = TypeVar("_E", bound=enum.Enum)
+
+
+class ConfigError(Exception):
+    """A configuration that cannot be used: where it is wrong and why."""
+
+    def __init__(self, path: str, line: int | None, reason: str) -> None:
+        super().__init__(path, line, reason)
+        self.path = path
+        self.line = line
+        self.reason = reason
+
+    def __str__(self) -> str:
+        where = self.path if self.line is None else f"{self.path}:{self.line}"
+        return f"{where}: {self.reason}"
+
+
+@dataclass(frozen=True)
+class Config:
+    """What one reading of the INI file gives the receiver."""
+
+    path: str
+    settings: Settings
+    profile: Profile
+    # Every profile defined in the file (and the embedded default), by name.
+    profiles: Mapping[str, Profile]
+
+
+def _keyword_uid(name: str) -> str | None:
+    # pynetdicom names every SOP class by keyword, pydicom every transfer syntax.
+    for module in (pynetdicom.sop_class, pydicom.uid):
+        found = getattr(module, name, None)
+        if isinstance(found, pydicom.uid.UID):
+            return str(found)
+    return None
+
+
+class _Reader:
+    """One parsed INI file with the line of every section and key, for error messages."""
+
+    def __init__(self, path: str, text: str) -> None:
+        self.path = path
+        self.parser = configparser.ConfigParser(
+            interpolation=None,
+            inline_comment_prefixes=("#", ";"),
+            empty_lines_in_values=False,
+            default_section="\x00no default section",
+        )
+        try:
+            self.parser.read_string(text, source=path)
+        except configparser.Error as exc:
+            raise ConfigError(path, getattr(exc, "lineno", None), _parser_reason(exc)) from None
+        self.lines: dict[tuple[str, str | None], int] = {}
+        section = ""
+        for number, line in enumerate(text.splitlines(), 1):
+            if match := _SECTION_LINE.match(line):
+                section = match["name"].strip()
+                self.lines.setdefault((section, None), number)
+            elif section and (match := _KEY_LINE.match(line)):
+                self.lines.setdefault((section, match["key"].strip().lower()), number)
+
+    def error(self, section: str, key: str | None, reason: str) -> ConfigError:
+        line = self.lines.get((section, key)) or self.lines.get((section, None))
+        return ConfigError(self.path, line, reason)
+
+    def check_keys(self, section: str, allowed: frozenset[str]) -> None:
+        for key in self.parser[section]:
+            if key not in allowed:
+                raise self.error(section, key, f"unknown key '{key}' in section [{section}]")
+
+
+def _parser_reason(exc: configparser.Error) -> str:
+    if isinstance(exc, configparser.DuplicateSectionError):
+        return f"section [{exc.section}] appears twice"
+    if isinstance(exc, configparser.DuplicateOptionError):
+        return f"key '{exc.option}' appears twice in section [{exc.section}]"
+    if isinstance(exc, configparser.MissingSectionHeaderError):
+        return "a key before the first [section]"
+    if isinstance(exc, configparser.ParsingError):
+        return "not a [section], a 'key = value' line or a comment"
+    return exc.message
+
+
+# --- values ------------------------------------------------------------------------------
+
+
+def _integer(low: int, high: int | None = None) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise ValueError(f"not a whole number: '{text}'") from None
+        if value < low or (high is not None and value > high):
+            bound = f"from {low} to {high}" if high is not None else f"at least {low}"
+            raise ValueError(f"{value} is out of range (must be {bound})")
+        return value
+
+    return parse
+
+
+def _optional_seconds(text: str) -> int | None:
+    return None if text.lower() in ("", "none", "unlimited") else _integer(1)(text)
+
+
+def _boolean(text: str) -> bool:
+    value = configparser.ConfigParser.BOOLEAN_STATES.get(text.lower())
+    if value is None:
+        raise ValueError(f"not yes or no: '{text}'")
+    return value
+
+
+def _choice(choices: Mapping[str, _T]) -> Callable[[str], _T]:
+    def parse(text: str) -> _T:
+        if text not in choices:
+            raise ValueError(f"'{text}' is not one of: {', '.join(choices)}")
+        return choices[text]
+
+    return parse
+
+
+def _aetitle(text: str) -> str:
+    if not _AE_TITLE.fullmatch(text) or not text.strip():
+        raise ValueError(f"not an AE title (1 to 16 printable ASCII characters, no '\\'): '{text}'")
+    return text
+
+
+def _text(text: str) -> str:
+    return text
+
+
+def _enum(enum_type: type[_E]) -> Callable[[str], _E]:
+    return _choice({str(member.value): member for member in enum_type})
+
+
+# [receiver] key -> (Settings field, value parser)
+_RECEIVER_KEYS: dict[str, tuple[str, Callable[[str], object]]] = {
+    "aetitle": ("aetitle", _aetitle),
+    "port": ("port", _integer(1, 65535)),
+    "bind-address": ("bind_address", _text),
+    "output-directory": ("output_dir", _text),
+    "subdirectories": ("subdir", _enum(SubdirMode)),
+    "naming": ("naming", _enum(NamingScheme)),
+    "extension": ("extension", _text),
+    "storage": ("storage", _enum(StorageMode)),
+    "max-pdu": ("max_pdu", _integer(MIN_PDU, MAX_PDU)),
+    "acse-timeout": ("acse_timeout", _integer(1)),
+    "dimse-timeout": ("dimse_timeout", _optional_seconds),
+    "max-associations": ("max_associations", _integer(1)),
+    "host-lookup": ("host_lookup", _boolean),
+    "check-called-aetitle": ("check_called_aetitle", _boolean),
+}
+_RECEIVER_ONLY = frozenset({"profile"})
+_LOGGING_KEYS: dict[str, tuple[str, Callable[[str], object]]] = {
+    "level": ("log_level", _enum(LogLevel)),
+}
+_PROFILE_KEYS = frozenset({"sop-classes", "transfer-syntaxes", "roles", "extended-negotiation"})
+_ASCONFIG_KEYS = frozenset({"asconfig", "asconfig-profile"})
+
+
+def _settings_from(
+    reader: _Reader,
+    section: str,
+    keys: Mapping[str, tuple[str, Callable[[str], object]]],
+    settings: Settings,
+) -> Settings:
+    if not reader.parser.has_section(section):
+        return settings
+    changes: dict[str, Any] = {}
+    for key, (field, parse) in keys.items():
+        text = reader.parser[section].get(key)
+        if text is None:
+            continue
+        try:
+            changes[field] = parse(text)
+        except ValueError as exc:
+            raise reader.error(section, key, f"{key}: {exc}") from None
+    return dataclasses.replace(settings, **changes)
+
+
+# --- profiles ----------------------------------------------------------------------------
+
+
+def _items(text: str) -> list[str]:
+    return [item for item in _LIST_SEPARATORS.split(text) if item]
+
+
+def resolve_uid(name: str) -> str | None:
+    """A UID, a DCMTK name (CTImageStorage) or a DICOM keyword (CTImageStorage,
+    ExplicitVRLittleEndian) -> the UID; None when it is none of these."""
+    if name[:1].isdigit():
+        return name if is_uid(name) else None
+    dcmtk = resolve_dcmtk(name)
+    if is_uid(dcmtk):
+        return dcmtk
+    return _keyword_uid(name)
+
+
+def _uids(reader: _Reader, section: str, key: str, everything: tuple[str, str]) -> list[str]:
+    word, _ = everything
+    uids: list[str] = []
+    for item in _items(reader.parser[section].get(key, "")):
+        found = list(_everything(word)) if item == word else [resolve_uid(item)]
+        if found == [None]:
+            raise reader.error(section, key, f"{key}: unknown UID or name '{item}'")
+        uids.extend(uid for uid in found if uid is not None and uid not in uids)
+    if not uids:
+        raise reader.error(section, key, f"{key}: empty (use '{word}' for {everything[1]})")
+    return uids
+
+
+def _everything(word: str) -> tuple[str, ...]:
+    return all_storage_sop_classes() if word == ALL_STORAGE else all_transfer_syntaxes()
+
+
+def _pairs(reader: _Reader, section: str, key: str) -> list[tuple[str, str]]:
+    pairs = []
+    for item in _items(reader.parser[section].get(key, "")):
+        name, colon, value = item.rpartition(":")
+        uid = resolve_uid(name) if colon else None
+        if uid is None:
+            raise reader.error(section, key, f"{key}: expected SOPClass:VALUE, got '{item}'")
+        pairs.append((uid, value))
+    return pairs
+
+
+def _roles(reader: _Reader, section: str) -> tuple[tuple[str, Role], ...] | None:
+    if "roles" not in reader.parser[section]:
+        return None
+    roles = []
+    for uid, value in _pairs(reader, section, "roles"):
+        try:
+            roles.append((uid, Role(value.upper())))
+        except ValueError:
+            raise reader.error(
+                section, "roles", f"roles: '{value}' is not SCU, SCP or BOTH"
+            ) from None
+    return tuple(roles)
+
+
+def _extended(reader: _Reader, section: str) -> tuple[tuple[str, bytes], ...]:
+    items = []
+    for uid, value in _pairs(reader, section, "extended-negotiation"):
+        try:
+            data = bytes.fromhex(value)
+        except ValueError:
+            data = b""
+        if not 0 < len(data) <= asconfig.MAX_EXTENDED_NEGOTIATION_BYTES:
+            raise reader.error(
+                section,
+                "extended-negotiation",
+                f"extended-negotiation: '{value}' is not 1 to "
+                f"{asconfig.MAX_EXTENDED_NEGOTIATION_BYTES} bytes of hex",
+            )
+        items.append((uid, data))
+    return tuple(items)
+
+
+def _listed_profile(reader: _Reader, section: str, name: str) -> Profile:
+    reader.check_keys(section, _PROFILE_KEYS)
+    sop_classes = _uids(reader, section, "sop-classes", (ALL_STORAGE, "every storage class"))
+    syntaxes = tuple(
+        _uids(reader, section, "transfer-syntaxes", (ALL_SYNTAXES, "every transfer syntax"))
+        if "transfer-syntaxes" in reader.parser[section]
+        else all_transfer_syntaxes()
+    )
+    contexts = tuple(AcceptedContext(uid, syntaxes) for uid in sop_classes)
+    profile = Profile(name, contexts, _roles(reader, section), _extended(reader, section))
+    listed = set(sop_classes)
+    for key, uids in (
+        ("roles", [uid for uid, _ in profile.roles or ()]),
+        ("extended-negotiation", [uid for uid, _ in profile.extended_negotiation]),
+    ):
+        stray = next((uid for uid in uids if uid not in listed), None)
+        if stray is not None:
+            raise reader.error(section, key, f"{key}: {stray} is not in sop-classes")
+        if len(set(uids)) != len(uids):
+            raise reader.error(section, key, f"{key}: a SOP class is listed twice")
+    return profile
+
+
+def _asconfig_profile(reader: _Reader, section: str, name: str) -> Profile:
+    reader.check_keys(section, _ASCONFIG_KEYS)
+    values = reader.parser[section]
+    if "asconfig-profile" not in values or "asconfig" not in values:
+        raise reader.error(section, None, "asconfig needs asconfig-profile (and the reverse)")
+    path = Path(values["asconfig"])
+    if not path.is_absolute():
+        path = Path(reader.path).parent / path
+    try:
+        document = asconfig.load(path, context_list_limit=None)
+        found = asconfig.select_profile(document, values["asconfig-profile"], str(path))
+    except asconfig.AsConfigError as exc:
+        if exc.line is not None:
+            raise ConfigError(exc.path, exc.line, exc.reason) from None
+        raise reader.error(section, "asconfig", f"asconfig: {exc}") from None
+    return dataclasses.replace(found, name=name)
+
+
+def _profiles(reader: _Reader) -> dict[str, Profile]:
+    profiles = {DEFAULT_PROFILE: all_storage_profile(DEFAULT_PROFILE)}
+    for section in reader.parser.sections():
+        kind, _, name = section.partition(" ")
+        if kind != "profile":
+            continue
+        name = name.strip()
+        if not name or " " in name:
+            raise reader.error(section, None, f"[{section}]: a profile name is one word")
+        if _ASCONFIG_KEYS & set(reader.parser[section]):
+            profiles[name] = _asconfig_profile(reader, section, name)
+        else:
+            profiles[name] = _listed_profile(reader, section, name)
+    return profiles
+
+
+# --- the file ----------------------------------------------------------------------------
+
+
+def parse(text: str, path: str) -> Config:
+    """Check an INI document; raise ConfigError on the first problem found."""
+    reader = _Reader(path, text)
+    for section in reader.parser.sections():
+        if section not in ("receiver", "logging") and not section.startswith("profile "):
+            raise reader.error(
+                section, None, f"unknown section [{section}] (receiver, logging, profile NAME)"
+            )
+    if reader.parser.has_section("receiver"):
+        reader.check_keys("receiver", frozenset(_RECEIVER_KEYS) | _RECEIVER_ONLY)
+    if reader.parser.has_section("logging"):
+        reader.check_keys("logging", frozenset(_LOGGING_KEYS))
+    settings = _settings_from(reader, "receiver", _RECEIVER_KEYS, DAEMON_DEFAULTS)
+    settings = _settings_from(reader, "logging", _LOGGING_KEYS, settings)
+    if settings.storage is StorageMode.BIT_PRESERVING and settings.subdir is SubdirMode.SERIES_DATE:
+        raise reader.error(
+            "receiver",
+            "storage",
+            "storage = bit-preserving does not go with series-date subdirectories",
+        )
+    profiles = _profiles(reader)
+    chosen = reader.parser.get("receiver", "profile", fallback=DEFAULT_PROFILE)
+    if chosen not in profiles:
+        raise reader.error(
+            "receiver", "profile", f"profile: no [profile {chosen}] section in this file"
+        )
+    return Config(path, settings, profiles[chosen], profiles)
+
+
+def load(path: str | Path) -> Config:
+    """Read and check the INI file at `path`."""
+    name = str(path)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = getattr(exc, "strerror", None) or str(exc)
+        raise ConfigError(name, None, f"cannot read the configuration file: {reason}") from None
+    return parse(text, name)
