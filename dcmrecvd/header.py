@@ -17,8 +17,9 @@ SOP_CLASS_UID = 0x00080016
 SOP_INSTANCE_UID = 0x00080018
 SERIES_DATE = 0x00080021
 
-# Group 0008 starts every image dataset; this much almost always holds it.
-_PREFIX = 64 * 1024
+# Group 0008 starts every image dataset; this much almost always holds it, and it is
+# all a receiver keeps in memory of a dataset before writing it out.
+PREFIX_BYTES = 64 * 1024
 
 
 @dataclass(frozen=True)
@@ -72,13 +73,13 @@ def read(data: bytes | memoryview, transfer_syntax: str) -> Header:
     if syntax.is_deflated:
         inflater = zlib.decompressobj(-zlib.MAX_WBITS)
         try:
-            prefix = inflater.decompress(bytes(data[:_PREFIX]), _PREFIX)
+            prefix = inflater.decompress(bytes(data[:PREFIX_BYTES]), PREFIX_BYTES)
         except zlib.error as exc:
             raise HeaderError(f"cannot inflate dataset: {exc}") from exc
         return _parse(prefix, syntax)
     try:
-        return _parse(bytes(data[:_PREFIX]), syntax)
+        return _parse(bytes(data[:PREFIX_BYTES]), syntax)
     except HeaderError:
-        if len(data) <= _PREFIX:
+        if len(data) <= PREFIX_BYTES:
             raise
     return _parse(bytes(data), syntax)

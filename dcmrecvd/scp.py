@@ -16,12 +16,12 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, cast
 
+from pydicom.dataset import Dataset
 from pynetdicom import AE, evt, register_uid
 from pynetdicom.dimse_primitives import (
     C_FIND,
     C_GET,
     C_MOVE,
-    C_STORE,
     N_ACTION,
     N_CREATE,
     N_DELETE,
@@ -38,7 +38,8 @@ from pynetdicom.pdu_primitives import (
 from pynetdicom.service_class import ServiceClass, StorageServiceClass
 from pynetdicom.sop_class import uid_to_service_class
 
-from dcmrecvd import asconfig, filemeta, header, naming, storage
+from dcmrecvd import asconfig, header, incoming, naming, placement, storage, streaming
+from dcmrecvd.freespace import Reserve
 from dcmrecvd.negotiation import (
     APPLICATION_CONTEXT,
     Outcome,
@@ -66,15 +67,19 @@ DEFAULT_NETWORK_TIMEOUT = 60
 REJECT_BAD_APPLICATION_CONTEXT = (0x02, 0x01, 0x02)
 REJECT_CALLED_AE_TITLE = (0x01, 0x01, 0x07)
 REJECT_NO_ACCEPTABLE_CONTEXTS = (0x01, 0x01, 0x01)
+REJECT_LOCAL_LIMIT_EXCEEDED = (0x02, 0x03, 0x02)  # transient: the free-space reserve
 
 # C-STORE statuses dcmrecv sends, with the text of its "Sending C-STORE Response" line.
 SUCCESS = 0x0000
 OUT_OF_RESOURCES = 0xA700
 CANNOT_UNDERSTAND = 0xC000
+# The duplicate policy "reject" (PS3.7 C.4.2.1.2 has no storage-specific code for it).
+DUPLICATE_SOP_INSTANCE = 0x0111
 STATUS_TEXT = {
     SUCCESS: "Success",
     OUT_OF_RESOURCES: "Refused: OutOfResources",
     CANNOT_UNDERSTAND: "Error: CannotUnderstand",
+    DUPLICATE_SOP_INSTANCE: "Failed: DuplicateSOPInstance",
 }
 
 # Command fields of the DIMSE requests a storage SCP does not serve.
@@ -180,6 +185,10 @@ class Receiver:
         self.ae.network_timeout = settings.dimse_timeout or DEFAULT_NETWORK_TIMEOUT
         self.ae.maximum_associations = settings.max_associations
         self.namer = naming.FileNamer(settings.naming, settings.extension, int(time.time()))
+        self.spool = storage.spool_directory(settings.output_dir)
+        self.reserve = Reserve(
+            settings.free_space_reserve_bytes, settings.free_space_reserve_percent
+        )
         register_storage_classes(profile)
 
     def handlers(self) -> list[EventHandlerType]:
@@ -188,6 +197,7 @@ class Receiver:
             (evt.EVT_ACCEPTED, self._on_accepted),
             (evt.EVT_RELEASED, self._on_released),
             (evt.EVT_ABORTED, self._on_aborted),
+            (evt.EVT_CONN_CLOSE, streaming.on_connection_closed),
             (evt.EVT_C_ECHO, self._on_echo),
             (evt.EVT_C_STORE, self._on_store),
             (evt.EVT_C_FIND, self._on_unsupported),
@@ -202,7 +212,17 @@ class Receiver:
         ]
 
     def start(self, sock_address: tuple[str, int]) -> Any:
-        """Bind, listen and serve in background threads; returns the pynetdicom server."""
+        """Bind, listen and serve in background threads; returns the pynetdicom server.
+
+        First removes the temporary files a killed receiver left in the spool directory.
+        """
+        removed = storage.sweep(self.spool)
+        if removed:
+            LOG.warning(
+                "removed %d temporary file(s) of an interrupted receiver from %s",
+                len(removed),
+                self.spool,
+            )
         return self.ae.start_server(
             sock_address,
             block=False,
@@ -244,6 +264,11 @@ class Receiver:
             )
             self._reject(event, REJECT_CALLED_AE_TITLE, "called AE title not recognized")
             return
+        shortfall = self.reserve.shortfall(self.settings.output_dir)
+        if shortfall is not None:
+            LOG.warning("%s", shortfall)
+            self._reject(event, REJECT_LOCAL_LIMIT_EXCEEDED, "local limit exceeded")
+            return
         proposed, roles = _proposals(event)
         outcome = representable(negotiate(self.profile, proposed, roles))
         if not outcome.accepted:
@@ -252,6 +277,7 @@ class Receiver:
                 event, REJECT_NO_ACCEPTABLE_CONTEXTS, "no acceptable presentation contexts"
             )
             return
+        streaming.install(event.assoc, self._sink)
         self._apply(event, outcome)
 
     def _apply(self, event: Event, outcome: Outcome) -> None:
@@ -300,86 +326,119 @@ class Receiver:
         event.assoc.abort()
         return CANNOT_UNDERSTAND
 
-    def _on_store(self, event: Event) -> int:
+    def _on_store(self, event: Event) -> int | Dataset:
         LOG.info("Received C-STORE Request (MsgID %d)", event.request.MessageID)
-        status = self._store(event)
+        response = self._store(event)
+        status = response if isinstance(response, int) else int(response.Status)
         LOG.info("Sending C-STORE Response (%s)", STATUS_TEXT[status])
-        return status
+        return response
 
-    def _store(self, event: Event) -> int:
-        """Store one received object; the status for the C-STORE response."""
+    def _sink(self, command: streaming.StoreCommand) -> streaming.Sink:
+        """A sink for the dataset of a C-STORE-RQ whose command has arrived."""
+        if self.settings.storage is StorageMode.IGNORE:
+            return incoming.Ignored()
+        return incoming.IncomingObject(
+            command,
+            bit_preserving=self.settings.storage is StorageMode.BIT_PRESERVING,
+            spool=self.spool,
+            reserve=self.reserve,
+            space_directory=self.settings.output_dir,
+        )
+
+    def _store(self, event: Event) -> int | Dataset:
+        """Store one received object; the C-STORE response status (with a comment)."""
+        sink = streaming.claim(event)
         if self.settings.storage is StorageMode.IGNORE:
             LOG.debug("received dataset is not stored since the storage mode is set to 'ignore'")
             return SUCCESS
-        # A released view, so pynetdicom can close the buffer after the response.
-        dataset = cast(C_STORE, event.request).DataSet
-        if dataset is None:
-            return CANNOT_UNDERSTAND
-        with dataset.getbuffer() as data:
-            return self._store_data(event, data)
-
-    def _store_data(self, event: Event, data: memoryview) -> int:
-        request = cast(C_STORE, event.request)
-        if not len(data):
-            return CANNOT_UNDERSTAND
-        syntax = str(event.context.transfer_syntax)
-        bit_preserving = self.settings.storage is StorageMode.BIT_PRESERVING
-        found = header.Header()
-        if not bit_preserving:
-            try:
-                found = header.read(data, syntax)
-            except header.HeaderError as exc:
-                LOG.debug("cannot read the dataset's header elements: %s", exc)
-        # The command's UIDs name the file (DCMTK strips their blanks); the dataset's
-        # fill in where they are empty.
-        sop_class = str(request.AffectedSOPClassUID or "").strip(" ") or found.sop_class_uid
-        sop_instance = (
-            str(request.AffectedSOPInstanceUID or "").strip(" ") or found.sop_instance_uid
-        )
-        if bit_preserving:
-            meta_uids, source_ae = (sop_class, sop_instance), event.assoc.requestor.ae_title
-        else:
-            # Normal mode's meta header names the dataset's own UIDs, as DCMTK's does.
-            meta_uids = (found.sop_class_uid or sop_class, found.sop_instance_uid or sop_instance)
-            source_ae = None
+        if not isinstance(sink, incoming.IncomingObject):
+            LOG.error("cannot store received object: the dataset was not received")
+            return _failure(OUT_OF_RESOURCES, "dataset not received")
         try:
-            meta = filemeta.encode(*meta_uids, syntax, source_ae)
-            directory = self._directory(found, bit_preserving)
-        except (ValueError, naming.NamingError) as exc:
+            return self._store_object(sink)
+        finally:
+            sink.discard()  # nothing left to remove once the object is in place
+
+    def _store_object(self, obj: incoming.IncomingObject) -> int | Dataset:
+        failure = obj.failure
+        if failure is not None and failure.kind in (
+            incoming.FailureKind.EMPTY,
+            incoming.FailureKind.NO_CONTEXT,
+        ):
+            return CANNOT_UNDERSTAND
+        if failure is not None and failure.kind is incoming.FailureKind.BAD_META:
+            LOG.error(
+                "cannot generate directory or file name for received object: %s", failure.detail
+            )
+            return CANNOT_UNDERSTAND
+        sop_class, sop_instance = obj.sop_uids
+        bit_preserving = self.settings.storage is StorageMode.BIT_PRESERVING
+        try:
+            directory = self._directory(obj.header, bit_preserving)
+            # The first name, for the error lines; unique schemes may take another.
+            name = self._name(directory, sop_class, sop_instance)
+        except naming.NamingError as exc:
             LOG.error("cannot generate directory or file name for received object: %s", exc)
             return CANNOT_UNDERSTAND
-        # Unique names must never replace a file, even one a concurrent association
-        # claimed between naming and writing: take the next name instead.
-        unique = self.settings.naming in (NamingScheme.UNIQUE, NamingScheme.SHORT_UNIQUE)
-        for _ in range(naming.MAX_TRIES):
-            try:
-                name = self.namer.name(
-                    sop_class,
-                    sop_instance,
-                    now=datetime.now(),
-                    exists=lambda candidate: _exists(Path(directory or "."), candidate),
-                )
-            except naming.NamingError as exc:
-                LOG.error("cannot generate directory or file name for received object: %s", exc)
-                return CANNOT_UNDERSTAND
-            path = join_path(directory, name)
-            if not unique and os.path.lexists(path):
-                LOG.warning("file already exists, overwriting: %s", path)
-            try:
-                storage.ensure_directory(Path(directory or "."))
-                storage.write_atomic(Path(path), [meta, data], replace=not unique)
-            except storage.NameTaken:
-                continue
-            except storage.StorageError as exc:
-                LOG.error("%s", exc)
-                return OUT_OF_RESOURCES
-            LOG.info("Stored received object to file: %s", path)
+        if failure is not None and failure.kind is incoming.FailureKind.NO_SPACE:
+            LOG.warning("cannot store received object: %s", failure.detail)
+            return _failure(OUT_OF_RESOURCES, "free space below the reserve")
+        if failure is not None:
+            LOG.error(
+                "cannot store received object: %s: %s",
+                join_path(directory, name),
+                failure.detail,
+            )
+            return _failure(OUT_OF_RESOURCES, failure.detail)
+        try:
+            storage.ensure_directory(Path(directory or "."))
+        except storage.StorageError as exc:
+            LOG.error("%s", exc)
+            return _failure(OUT_OF_RESOURCES, "cannot create directory")
+        assert obj.temp is not None
+        names = iter([name])
+        try:
+            placed = placement.place(
+                obj.temp,
+                directory,
+                lambda: next(names, None) or self._name(directory, sop_class, sop_instance),
+                unique=self.settings.naming in (NamingScheme.UNIQUE, NamingScheme.SHORT_UNIQUE),
+                policy=self.settings.duplicates,
+                extension_length=len(os.fsencode(self.settings.extension)),
+                durable=not self.settings.benchmark_skip_fsync,
+                join=join_path,
+            )
+        except naming.NamingError as exc:
+            LOG.error("cannot generate directory or file name for received object: %s", exc)
+            return CANNOT_UNDERSTAND
+        except placement.PlacementError as exc:
+            LOG.error("cannot store received object: %s", exc)
+            return _failure(OUT_OF_RESOURCES, storage.reason(exc.error))
+        return self._report(placed)
+
+    def _report(self, placed: placement.Placed) -> int | Dataset:
+        """Log what placing the object did, as DCMTK words it where DCMTK does it."""
+        outcome = placed.outcome
+        if outcome is placement.Outcome.REPLACED:
+            LOG.warning("file already exists, overwriting: %s", placed.path)
+        elif outcome is placement.Outcome.KEPT_EXISTING:
+            LOG.warning("file already exists, keeping the stored file: %s", placed.path)
             return SUCCESS
-        LOG.error(
-            "cannot generate directory or file name for received object: %s",
-            naming.COULD_NOT_GENERATE_FILENAME,
+        elif outcome is placement.Outcome.REJECTED:
+            LOG.warning("file already exists, rejecting the object: %s", placed.path)
+            return _failure(DUPLICATE_SOP_INSTANCE, "duplicate SOP instance")
+        elif outcome is placement.Outcome.STORED_AS_VARIANT:
+            LOG.warning("file already exists, keeping both: %s", placed.clash)
+        LOG.info("Stored received object to file: %s", placed.path)
+        return SUCCESS
+
+    def _name(self, directory: str, sop_class: str, sop_instance: str) -> str:
+        return self.namer.name(
+            sop_class,
+            sop_instance,
+            now=datetime.now(),
+            exists=lambda candidate: _exists(Path(directory or "."), candidate),
         )
-        return CANNOT_UNDERSTAND
 
     def _directory(self, found: header.Header, bit_preserving: bool) -> str:
         """The directory an object goes to: the output directory or a series-date one."""
@@ -391,6 +450,14 @@ class Receiver:
             dataset_available=not bit_preserving,
         )
         return join_path(self.settings.output_dir, subdir) if subdir else self.settings.output_dir
+
+
+def _failure(status: int, comment: str) -> Dataset:
+    """A failure response with an Error Comment (LO: at most 64 characters)."""
+    response = Dataset()
+    response.Status = status
+    response.ErrorComment = comment[:64]
+    return response
 
 
 def _wait_for_termination() -> int:

@@ -35,6 +35,19 @@ class StorageMode(enum.Enum):
     IGNORE = "ignore"
 
 
+class DuplicatePolicy(enum.Enum):
+    """What storing an object under a file name that already exists does."""
+
+    # DCMTK's behaviour: warn and replace the file (atomically).
+    OVERWRITE = "overwrite"
+    # Answer Success, warn, and keep the file already stored.
+    KEEP_FIRST = "keep-first"
+    # Store the new object under a unique variant of the name, with a warning.
+    KEEP_BOTH = "keep-both"
+    # Answer a failure status (0x0111, duplicate SOP instance) and keep the stored file.
+    REJECT = "reject"
+
+
 class LogLevel(enum.Enum):
     """DCMTK's logger levels, lowest threshold last."""
 
@@ -74,6 +87,20 @@ class Settings:
     naming: NamingScheme = NamingScheme.DEFAULT
     extension: str = ""
     storage: StorageMode = StorageMode.NORMAL
+    # A second object under an existing file name (+fd, +fst; unique schemes never clash).
+    duplicates: DuplicatePolicy = DuplicatePolicy.OVERWRITE
+    # Free space to keep on the output directory's file system; below either reserve,
+    # new associations are refused and stores answer 0xA700. 0 turns a reserve off.
+    free_space_reserve_bytes: int = 0
+    free_space_reserve_percent: float = 0.0
+    # BENCHMARKING ONLY: skip fsync of files and directories. Success then no longer
+    # means that the object is on disk; never set it on a receiver that modalities use.
+    benchmark_skip_fsync: bool = False
     log_level: LogLevel = LogLevel.WARN
     log_config: Path | None = None
     verbose_pc: bool = False
+    # dcmrecvd: seconds that associations in progress get to finish after SIGTERM.
+    stop_grace: int = 30
+    # dcmrecvd: where log lines go: auto (the journal under systemd, syslog when
+    # detached, else stderr), stderr, journal, syslog, or the path of a file.
+    log_destination: str = "auto"

@@ -1,19 +1,23 @@
-"""Durable writes: a hidden temporary file beside the target, fsync, atomic rename.
+"""Durable writes: a hidden, locked temporary file, fsync, atomic rename or link.
 
-A received object appears under its final name only once it is complete and on
-disk; a failure leaves neither a partial final file nor the temporary file.
-Temporary files are named `.dcmrecvd-<random>.tmp` in the target directory, so
-consumers that skip dot files never see them.
+A received object streams into a temporary file in the spool directory
+`<output directory>/.dcmrecvd-spool/` and appears under its final name only once it
+is complete and on disk; every failure leaves neither a partial final file nor the
+temporary file. Each temporary file is flock()ed by the process writing it, so
+`sweep` removes exactly the files of processes that died (the kernel drops the lock),
+never those of a live receiver sharing the output directory. docs/storage.md has the
+whole scheme.
 """
 
 from __future__ import annotations
 
+import fcntl
 import os
 import secrets
-from collections.abc import Sequence
 from contextlib import suppress
 from pathlib import Path
 
+SPOOL_DIRECTORY = ".dcmrecvd-spool"
 TEMP_PREFIX = ".dcmrecvd-"
 TEMP_SUFFIX = ".tmp"
 
@@ -23,11 +27,17 @@ class StorageError(Exception):
 
 
 class NameTaken(Exception):
-    """write_atomic(replace=False) found the final name already taken."""
+    """A commit without replace found the final name already taken."""
 
 
-def _reason(exc: OSError) -> str:
+def reason(exc: OSError) -> str:
+    """The strerror text DCMTK prints for a failed system call."""
     return exc.strerror or str(exc)
+
+
+def spool_directory(output_dir: str) -> Path:
+    """Where the temporary files of objects stored under `output_dir` are written."""
+    return Path(output_dir or ".") / SPOOL_DIRECTORY
 
 
 def ensure_directory(directory: Path) -> None:
@@ -37,7 +47,7 @@ def ensure_directory(directory: Path) -> None:
     except OSError as exc:
         raise StorageError(
             f"cannot create directory for received object: {directory}: "
-            f"Cannot create directory: {_reason(exc)}"
+            f"Cannot create directory: {reason(exc)}"
         ) from exc
     if not directory.is_dir():
         raise StorageError(
@@ -46,47 +56,103 @@ def ensure_directory(directory: Path) -> None:
         )
 
 
-def _fsync_directory(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+def fsync_directory(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
         os.fsync(fd)
     finally:
         os.close(fd)
 
 
-def _write_all(fd: int, parts: Sequence[bytes | memoryview]) -> None:
-    for part in parts:
-        view = memoryview(part)
+def _create(spool: Path) -> tuple[Path, int]:
+    path = spool / f"{TEMP_PREFIX}{secrets.token_hex(8)}{TEMP_SUFFIX}"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    return path, fd
+
+
+class TempFile:
+    """One object's temporary file: write, then commit under a final name or discard.
+
+    Raises OSError on every failed system call; the caller decides the status.
+    """
+
+    def __init__(self, spool: Path) -> None:
+        try:
+            self.path, self._fd = _create(spool)
+        except FileNotFoundError:
+            spool.mkdir(parents=True, exist_ok=True)
+            self.path, self._fd = _create(spool)
+        self._open = True
+        self.size = 0
+
+    def write(self, data: bytes | memoryview) -> None:
+        view = memoryview(data)
         while view:
-            written = os.write(fd, view)
+            written = os.write(self._fd, view)
+            self.size += written
             view = view[written:]
 
+    def commit(self, final: Path, *, replace: bool, durable: bool = True) -> None:
+        """Make the file `final`: replacing what is there, or NameTaken if not `replace`.
 
-def write_atomic(path: Path, parts: Sequence[bytes | memoryview], *, replace: bool = True) -> None:
-    """Write `parts` to `path` so that it is either absent, the old file, or complete.
+        With `durable` (always, except when benchmarking) the data and the new
+        directory entry are on disk when this returns. On any exception the
+        temporary file is still there; the caller discards it.
+        """
+        if durable:
+            os.fsync(self._fd)
+        if replace:
+            os.replace(self.path, final)
+        else:
+            # link() claims the name atomically: concurrent writers never replace
+            # each other, and the first object stays.
+            try:
+                os.link(self.path, final)
+            except FileExistsError as exc:
+                raise NameTaken(str(final)) from exc
+            # The object is in place; a temporary name left over is swept at next start.
+            with suppress(OSError):
+                os.unlink(self.path)
+        self._close()
+        if durable:
+            fsync_directory(final.parent)
 
-    With replace=False an existing `path` is left alone and NameTaken raised: a link
-    claims the name atomically, so concurrent writers never overwrite each other.
-    """
-    temp = path.parent / f"{TEMP_PREFIX}{secrets.token_hex(8)}{TEMP_SUFFIX}"
+    def discard(self) -> None:
+        """Remove the temporary file if it still exists; never raises."""
+        self._close()
+        with suppress(OSError):
+            self.path.unlink(missing_ok=True)
+
+    def _close(self) -> None:
+        if self._open:
+            self._open = False
+            with suppress(OSError):
+                os.close(self._fd)
+
+
+def sweep(spool: Path) -> list[Path]:
+    """Remove the temporary files that no live process holds (left by a killed one)."""
+    removed: list[Path] = []
     try:
-        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
+        entries = list(spool.iterdir())
+    except FileNotFoundError:
+        return removed
+    for path in entries:
+        if not (path.name.startswith(TEMP_PREFIX) and path.name.endswith(TEMP_SUFFIX)):
+            continue
         try:
-            _write_all(fd, parts)
-            os.fsync(fd)
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+        except OSError:
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            continue  # a live receiver is writing it
+        else:
+            with suppress(OSError):
+                path.unlink()
+                removed.append(path)
         finally:
             os.close(fd)
-        if replace:
-            os.replace(temp, path)
-        else:
-            try:
-                os.link(temp, path)
-            finally:
-                temp.unlink()
-        _fsync_directory(path.parent)
-    except FileExistsError as exc:
-        raise NameTaken(str(path)) from exc
-    except OSError as exc:
-        with suppress(OSError):
-            temp.unlink(missing_ok=True)
-        raise StorageError(f"cannot store received object: {path}: {_reason(exc)}") from exc
+    return removed

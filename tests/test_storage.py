@@ -25,38 +25,62 @@ def leftovers(directory: Path) -> list[str]:
     return sorted(p.name for p in directory.iterdir() if p.name.startswith(storage.TEMP_PREFIX))
 
 
-def test_write_atomic_writes_all_parts_and_leaves_no_temp(tmp_path: Path) -> None:
-    target = tmp_path / "CT.1"
-    storage.write_atomic(target, [b"abc", memoryview(b"def")])
-    assert target.read_bytes() == b"abcdef"
-    assert leftovers(tmp_path) == []
+def test_temp_file_is_hidden_in_the_spool_and_commits_all_bytes(tmp_path: Path) -> None:
+    spool = storage.spool_directory(str(tmp_path))
+    temp = storage.TempFile(spool)
+    assert temp.path.parent == tmp_path / ".dcmrecvd-spool"
+    assert temp.path.name.startswith(".") and temp.path.name.endswith(storage.TEMP_SUFFIX)
+    temp.write(b"abc")
+    temp.write(memoryview(b"def"))
+    assert temp.size == 6
+    temp.commit(tmp_path / "CT.1", replace=True)
+    assert (tmp_path / "CT.1").read_bytes() == b"abcdef"
+    assert leftovers(spool) == []
 
 
-def test_write_atomic_replaces_by_default(tmp_path: Path) -> None:
+def test_commit_replaces_only_when_asked(tmp_path: Path) -> None:
+    spool = storage.spool_directory(str(tmp_path))
     target = tmp_path / "CT.1"
     target.write_bytes(b"old")
-    storage.write_atomic(target, [b"new"])
+    first = storage.TempFile(spool)
+    first.write(b"second")
+    with pytest.raises(storage.NameTaken):
+        first.commit(target, replace=False)
+    assert target.read_bytes() == b"old"
+    first.discard()
+    assert leftovers(spool) == []
+    second = storage.TempFile(spool)
+    second.write(b"new")
+    second.commit(target, replace=True)
     assert target.read_bytes() == b"new"
 
 
-def test_write_atomic_without_replace_keeps_the_existing_file(tmp_path: Path) -> None:
-    target = tmp_path / "CT_1"
-    target.write_bytes(b"first")
-    with pytest.raises(storage.NameTaken):
-        storage.write_atomic(target, [b"second"], replace=False)
-    assert target.read_bytes() == b"first"
-    assert leftovers(tmp_path) == []
-
-
-def test_failure_leaves_neither_final_nor_temp_file(tmp_path: Path) -> None:
+def test_failed_commit_leaves_the_temp_for_discard(tmp_path: Path) -> None:
+    spool = storage.spool_directory(str(tmp_path))
     target = tmp_path / "is-a-directory"
-    target.mkdir()
-    with pytest.raises(
-        storage.StorageError, match=r"cannot store received object: .*Is a directory"
-    ):
-        storage.write_atomic(target, [b"data"])
+    (target / "inside").mkdir(parents=True)
+    temp = storage.TempFile(spool)
+    temp.write(b"data")
+    with pytest.raises(IsADirectoryError):
+        temp.commit(target, replace=True)
+    temp.discard()
+    temp.discard()  # idempotent
     assert target.is_dir()
-    assert leftovers(tmp_path) == []
+    assert leftovers(spool) == []
+
+
+def test_sweep_removes_only_files_no_live_writer_holds(tmp_path: Path) -> None:
+    spool = storage.spool_directory(str(tmp_path))
+    live = storage.TempFile(spool)
+    # A killed receiver's file: nobody holds its lock any more.
+    dead = spool / f"{storage.TEMP_PREFIX}0123456789abcdef{storage.TEMP_SUFFIX}"
+    dead.write_bytes(b"partial")
+    other = spool / "not-ours"
+    other.write_bytes(b"")
+    assert storage.sweep(spool) == [dead]
+    assert sorted(p.name for p in spool.iterdir()) == sorted([live.path.name, "not-ours"])
+    live.discard()
+    assert storage.sweep(tmp_path / "missing") == []
 
 
 def test_ensure_directory_reports_like_dcmtk(tmp_path: Path) -> None:

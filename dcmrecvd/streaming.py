@@ -1,0 +1,215 @@
+"""Stream C-STORE datasets to a sink as their P-DATA fragments arrive.
+
+Workaround for a pynetdicom 3.0 limit, kept in this one module: DIMSEMessage.decode_msg
+appends every dataset fragment of a C-STORE-RQ to an in-memory BytesIO, so the whole
+dataset is held in memory; its STORE_RECV_CHUNKED_DATASET mode instead writes its own
+File Meta (pynetdicom's implementation UID) to tempfile.gettempdir(), a process-global
+place with no per-association control, and leaks the file when the association aborts
+or the handler raises.
+
+`install` gives an association's DIMSE provider a subclass that takes the dataset
+fragments of each C-STORE-RQ away from decode_msg and hands them to a sink made for
+that request; pynetdicom still decodes the command and dispatches the request, whose
+DataSet is then an empty `StreamedDataSet` carrying the sink (`claim` returns it).
+`on_connection_closed` discards every sink no handler has claimed, so an abort, a
+disconnect or a timeout leaves nothing behind. STORE_RECV_CHUNKED_DATASET must stay off.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from io import BytesIO
+from typing import Protocol, cast
+
+from pynetdicom.dimse import DIMSEServiceProvider
+from pynetdicom.dimse_messages import C_STORE_RQ
+from pynetdicom.dimse_primitives import C_STORE
+from pynetdicom.events import Event
+from pynetdicom.pdu_primitives import P_DATA
+
+LOG = logging.getLogger(__name__)
+
+# PS3.8 E.2 message control header bits.
+_COMMAND = 0x01
+_LAST = 0x02
+
+
+@dataclass(frozen=True)
+class StoreCommand:
+    """What the C-STORE-RQ command tells before its dataset arrives."""
+
+    message_id: int
+    sop_class_uid: str
+    sop_instance_uid: str
+    context_id: int
+    # The accepted transfer syntax of the context, None if the context is not accepted.
+    transfer_syntax: str | None
+    calling_ae_title: str
+
+
+class Sink(Protocol):
+    """Receives one dataset; called from pynetdicom's DUL thread, must not raise."""
+
+    def write(self, data: memoryview) -> None: ...
+
+    def finish(self) -> None:
+        """The last fragment has arrived."""
+
+    def discard(self) -> None:
+        """The dataset will never be handled (connection lost); free everything."""
+
+
+SinkFactory = Callable[[StoreCommand], Sink]
+
+
+class StreamedDataSet(BytesIO):
+    """The empty stand-in for a streamed dataset, carrying its sink."""
+
+    def __init__(self, sink: Sink) -> None:
+        super().__init__()
+        self.sink = sink
+
+
+class _Dropped:
+    """Where the rest of a dataset goes after its sink failed."""
+
+    def write(self, data: memoryview) -> None:
+        pass
+
+    def finish(self) -> None:
+        pass
+
+    def discard(self) -> None:
+        pass
+
+
+class StreamingDIMSE(DIMSEServiceProvider):
+    """A DIMSE provider that streams C-STORE datasets (installed by class swap)."""
+
+    _sink_factory: SinkFactory
+    _stream: Sink | None
+    _unclaimed: list[Sink]
+    _sinks_lock: threading.Lock
+
+    def receive_primitive(self, primitive: P_DATA) -> None:
+        # One PDV at a time, so a P-DATA that ends the command and starts the dataset
+        # is split between pynetdicom and the sink.
+        for context_id, data in primitive.presentation_data_value_list:
+            if self._stream is not None and not data[0] & _COMMAND:
+                self._write(memoryview(data)[1:])
+                if data[0] & _LAST:
+                    self._complete(context_id, data[0])
+                continue
+            single = P_DATA()
+            single.presentation_data_value_list = [[context_id, data]]  # type: ignore[list-item]
+            super().receive_primitive(single)
+            if isinstance(self.message, C_STORE_RQ):
+                # The command is complete and announces a dataset (one without a
+                # dataset would have been dispatched already).
+                self._start(self.message)
+
+    def _start(self, message: C_STORE_RQ) -> None:
+        cs = message.command_set
+        context_id = int(message.context_id or 0)
+        syntax = next(
+            (
+                str(cx.transfer_syntax[0])
+                for cx in self.assoc.accepted_contexts
+                if cx.context_id == context_id
+            ),
+            None,
+        )
+        command = StoreCommand(
+            message_id=int(cs.MessageID or 0),
+            sop_class_uid=str(cs.AffectedSOPClassUID or ""),
+            sop_instance_uid=str(cs.AffectedSOPInstanceUID or ""),
+            context_id=context_id,
+            transfer_syntax=syntax,
+            calling_ae_title=str(self.assoc.requestor.ae_title or ""),
+        )
+        sink = self._sink_factory(command)
+        with self._sinks_lock:
+            self._stream = sink
+            self._unclaimed.append(sink)
+
+    def _write(self, data: memoryview) -> None:
+        sink = cast(Sink, self._stream)
+        try:
+            sink.write(data)
+        except Exception:
+            LOG.exception("dataset sink failed; dropping the rest of the dataset")
+            self._drop(sink)
+
+    def _drop(self, sink: Sink) -> None:
+        with self._sinks_lock:
+            if sink in self._unclaimed:
+                self._unclaimed.remove(sink)
+            self._stream = _Dropped()
+        sink.discard()
+
+    def _complete(self, context_id: int, control: int) -> None:
+        sink = cast(Sink, self._stream)
+        try:
+            sink.finish()
+        except Exception:
+            LOG.exception("dataset sink failed at the end of the dataset")
+            self._drop(sink)
+        message = cast(C_STORE_RQ, self.message)
+        message.data_set = StreamedDataSet(cast(Sink, self._stream))
+        self._stream = None
+        # An empty last fragment lets pynetdicom finish and dispatch the message.
+        end = P_DATA()
+        end.presentation_data_value_list = [[context_id, bytes([control])]]  # type: ignore[list-item]
+        super().receive_primitive(end)
+
+    def claim(self, sink: Sink) -> bool:
+        """Take `sink` over from the connection; False if it was discarded already."""
+        with self._sinks_lock:
+            if sink not in self._unclaimed:
+                return False
+            self._unclaimed.remove(sink)
+            return True
+
+    def discard_unclaimed(self) -> None:
+        with self._sinks_lock:
+            sinks, self._unclaimed = self._unclaimed, []
+            self._stream = None
+        for sink in sinks:
+            sink.discard()
+
+
+def install(assoc: object, factory: SinkFactory) -> None:
+    """Make `assoc` stream its C-STORE datasets to sinks from `factory`.
+
+    Call before the association is accepted (EVT_REQUESTED), so no P-DATA has arrived.
+    """
+    dimse = assoc.dimse  # type: ignore[attr-defined]
+    dimse._sink_factory = factory
+    dimse._stream = None
+    dimse._unclaimed = []
+    dimse._sinks_lock = threading.Lock()
+    # The provider is created inside Association.__init__; a class swap is the only
+    # way to give it our receive_primitive (pynetdicom swaps message classes alike).
+    dimse.__class__ = StreamingDIMSE
+
+
+def claim(event: Event) -> Sink | None:
+    """The sink of the C-STORE request in `event`, now the handler's to finish or discard.
+
+    None if the dataset was not streamed or the connection is gone (already discarded).
+    """
+    dataset = cast(C_STORE, event.request).DataSet
+    dimse = event.assoc.dimse
+    if not isinstance(dataset, StreamedDataSet) or not isinstance(dimse, StreamingDIMSE):
+        return None
+    return dataset.sink if dimse.claim(dataset.sink) else None
+
+
+def on_connection_closed(event: Event) -> None:
+    """EVT_CONN_CLOSE: discard what was being received and what no handler took."""
+    dimse = event.assoc.dimse
+    if isinstance(dimse, StreamingDIMSE):
+        dimse.discard_unclaimed()
