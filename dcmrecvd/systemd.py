@@ -12,7 +12,9 @@ names made of A-Z, 0-9 and ``_`` that start with a letter and are at most 64 cha
 long; it drops everything else without a word (checked against journald 252). The handler
 from `journal_handler` applies that same rule before sending, so what it sends is what the
 journal stores: exactly the upper-case keys of ``extra=`` become fields, and a key such as
-``peer_addr`` or ``Peer_Addr`` is not sent at all. Values are sent as ``str(value)``.
+``peer_addr`` or ``Peer_Addr`` is not sent at all. Values are sent as ``str(value)``. The
+handler's own names (MESSAGE, PRIORITY, LOGGER, CODE_* ...) are not for ``extra=``: the
+handler fails on PRIORITY or MESSAGE there, and silently replaces CODE_ARGS.
 
     log.info("stored %s", uid, extra={"DICOM_CALLING_AET": "CT01", "BYTES": 1234})
 
@@ -99,7 +101,10 @@ def _listening_stream(fd: int, name: str) -> socket.socket:
     os.set_inheritable(fd, False)
     if not stat.S_ISSOCK(mode):
         raise SystemdError(f"{where} is {_file_kind(mode)}, not a listening stream socket")
-    sock = socket.socket(fileno=fd)
+    try:
+        sock = socket.socket(fileno=fd)
+    except OSError as e:
+        raise SystemdError(f"{where} is a socket that cannot be used: {e.strerror}") from e
     listening = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN) != 0
     if sock.type == socket.SOCK_STREAM and listening:
         return sock
@@ -192,7 +197,10 @@ class Notifier:
         self.send(WATCHDOG="1")
 
     def send(self, **fields: str) -> None:
-        """Send VARIABLE=value assignments in one datagram, in the order given."""
+        """Send VARIABLE=value assignments in one datagram, in the order given.
+
+        A malformed field is a programming error and raises ValueError.
+        """
         if not fields:
             raise ValueError("a notification needs at least one field")
         for name, value in fields.items():

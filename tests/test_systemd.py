@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import select
 import socket
 import struct
@@ -98,12 +99,12 @@ def test_malformed_variables_are_refused(
 ) -> None:
     monkeypatch.setenv("LISTEN_PID", pid or str(os.getpid()))
     monkeypatch.setenv("LISTEN_FDS", fds)
-    with pytest.raises(SystemdError, match=message.replace("+", r"\+")):
+    with pytest.raises(SystemdError, match=re.escape(message)):
         inherited_sockets()
     assert not set(LISTEN_VARIABLES) & set(os.environ)
 
 
-def read_until(proc: subprocess.Popen[bytes], marker: bytes) -> bytes:
+def read_until(proc: subprocess.Popen[bytes], marker: bytes) -> None:
     """Read proc's stderr until marker appears, with a deadline."""
     assert proc.stderr is not None
     fd = proc.stderr.fileno()
@@ -116,10 +117,22 @@ def read_until(proc: subprocess.Popen[bytes], marker: bytes) -> bytes:
             chunk = os.read(fd, 4096)
             assert chunk, f"stderr closed before {marker!r}: {seen!r}"
             seen += chunk
-    return seen
 
 
-def socket_activate(port: int, child: str, *options: str) -> subprocess.Popen[bytes]:
+@pytest.fixture
+def spawned() -> Iterator[list[subprocess.Popen[bytes]]]:
+    """Processes a test started; killed at teardown if a failed assertion left them running."""
+    procs: list[subprocess.Popen[bytes]] = []
+    yield procs
+    for proc in procs:
+        if proc.poll() is None:
+            proc.kill()
+        proc.communicate()
+
+
+def socket_activate(
+    spawned: list[subprocess.Popen[bytes]], port: int, child: str, *options: str
+) -> subprocess.Popen[bytes]:
     proc = subprocess.Popen(
         [
             "systemd-socket-activate",
@@ -137,6 +150,7 @@ def socket_activate(port: int, child: str, *options: str) -> subprocess.Popen[by
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
     )
+    spawned.append(proc)
     read_until(proc, b"Listening on")
     return proc
 
@@ -174,8 +188,10 @@ print(json.dumps(report))
 
 
 @pytest.mark.slow
-def test_socket_activated_child_gets_its_listening_socket(port: int) -> None:
-    proc = socket_activate(port, REPORT_CHILD)
+def test_socket_activated_child_gets_its_listening_socket(
+    spawned: list[subprocess.Popen[bytes]], port: int
+) -> None:
+    proc = socket_activate(spawned, port, REPORT_CHILD)
     with socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT) as conn:
         conn.settimeout(TIMEOUT)
         greeting = conn.recv(100)
@@ -215,8 +231,10 @@ except SystemdError as e:
 
 
 @pytest.mark.slow
-def test_socket_activated_datagram_socket_is_refused(port: int) -> None:
-    proc = socket_activate(port, ERROR_CHILD, "--datagram")
+def test_socket_activated_datagram_socket_is_refused(
+    spawned: list[subprocess.Popen[bytes]], port: int
+) -> None:
+    proc = socket_activate(spawned, port, ERROR_CHILD, "--datagram")
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
         udp.sendto(b"wake", ("127.0.0.1", port))
     out, err = proc.communicate(timeout=TIMEOUT)
@@ -592,7 +610,7 @@ def test_exactly_the_upper_case_extra_keys_are_sent(
 ) -> None:
     sent: list[tuple[str, dict[str, object]]] = []
 
-    def fake_send(message: str, **fields: object) -> None:
+    def fake_send(message: str, /, **fields: object) -> None:
         sent.append((message, fields))
 
     monkeypatch.setattr(journal, "send", fake_send)
@@ -623,7 +641,7 @@ def test_identifier_is_configurable(
 ) -> None:
     identifiers: list[object] = []
     monkeypatch.setattr(
-        journal, "send", lambda message, **f: identifiers.append(f["SYSLOG_IDENTIFIER"])
+        journal, "send", lambda message, /, **f: identifiers.append(f["SYSLOG_IDENTIFIER"])
     )
     journal_logger.addHandler(journal_handler("dcmrecvd-test"))
     journal_logger.warning("x")
