@@ -34,7 +34,14 @@ from dcmrecvd.profiles import (
     all_storage_sop_classes,
     all_transfer_syntaxes,
 )
-from dcmrecvd.settings import LogLevel, NamingScheme, Settings, StorageMode, SubdirMode
+from dcmrecvd.settings import (
+    DuplicatePolicy,
+    LogLevel,
+    NamingScheme,
+    Settings,
+    StorageMode,
+    SubdirMode,
+)
 from dcmrecvd.uidnames import is_uid, resolve_dcmtk
 
 DEFAULT_PATH = Path("/etc/dcmrecvd/dcmrecvd.conf")
@@ -45,6 +52,7 @@ ALL_SYNTAXES = "all"
 # The daemon's defaults where they differ from dcmrecv's: larger PDUs, no reverse DNS on
 # every association, no DCMTK 128-context cap, and a directory of its own.
 DAEMON_DEFAULTS = Settings(
+    aetitle="DCMRECVD",
     port=11112,
     output_dir="incoming",
     max_pdu=131072,
@@ -86,7 +94,7 @@ class Config:
     path: str
     settings: Settings
     profile: Profile
-    # Every profile defined in the file (and the embedded default), by name.
+    # The profiles that the file defines, by name (`profile` may be the embedded one).
     profiles: Mapping[str, Profile]
 
 
@@ -192,6 +200,36 @@ def _text(text: str) -> str:
     return text
 
 
+def _log_destination(text: str) -> str:
+    if text not in ("auto", "stderr", "journal", "syslog") and not text.startswith("/"):
+        raise ValueError(f"'{text}' is not auto, stderr, journal, syslog or an absolute path")
+    return text
+
+
+_SIZE = re.compile(r"(?P<number>\d+(?:\.\d+)?)\s*(?P<unit>[kmgt]?)(?P<binary>i?)b?", re.IGNORECASE)
+
+
+def free_space_reserve(text: str) -> tuple[int, float]:
+    """`10GiB`, `5%` or both (`10GiB 5%`) -> (bytes, percent); `0` turns the guard off."""
+    reserve_bytes, percent = 0, 0.0
+    for item in _items(text):
+        if item.endswith("%"):
+            try:
+                percent = float(item[:-1])
+            except ValueError:
+                raise ValueError(f"not a percentage: '{item}'") from None
+            if not 0 <= percent < 100:
+                raise ValueError(f"{item} is out of range (0% to 99%)")
+            continue
+        match = _SIZE.fullmatch(item)
+        if match is None:
+            raise ValueError(f"not a size (like 500MB, 10GiB) or a percentage: '{item}'")
+        power = " kmgt".index(match["unit"].lower() or " ")
+        scale = (1024 if match["binary"] else 1000) ** power
+        reserve_bytes = int(float(match["number"]) * scale)
+    return reserve_bytes, percent
+
+
 def _enum(enum_type: type[_E]) -> Callable[[str], _E]:
     return _choice({str(member.value): member for member in enum_type})
 
@@ -212,10 +250,14 @@ _RECEIVER_KEYS: dict[str, tuple[str, Callable[[str], object]]] = {
     "max-associations": ("max_associations", _integer(1)),
     "host-lookup": ("host_lookup", _boolean),
     "check-called-aetitle": ("check_called_aetitle", _boolean),
+    "duplicates": ("duplicates", _enum(DuplicatePolicy)),
+    "stop-grace": ("stop_grace", _integer(0)),
 }
-_RECEIVER_ONLY = frozenset({"profile"})
+# Keys that are not one Settings field each.
+_RECEIVER_ONLY = frozenset({"profile", "free-space-reserve"})
 _LOGGING_KEYS: dict[str, tuple[str, Callable[[str], object]]] = {
     "level": ("log_level", _enum(LogLevel)),
+    "destination": ("log_destination", _log_destination),
 }
 _PROFILE_KEYS = frozenset({"sop-classes", "transfer-syntaxes", "roles", "extended-negotiation"})
 _ASCONFIG_KEYS = frozenset({"asconfig", "asconfig-profile"})
@@ -361,7 +403,7 @@ def _asconfig_profile(reader: _Reader, section: str, name: str) -> Profile:
 
 
 def _profiles(reader: _Reader) -> dict[str, Profile]:
-    profiles = {DEFAULT_PROFILE: all_storage_profile(DEFAULT_PROFILE)}
+    profiles = {}
     for section in reader.parser.sections():
         kind, _, name = section.partition(" ")
         if kind != "profile":
@@ -393,6 +435,17 @@ def parse(text: str, path: str) -> Config:
         reader.check_keys("logging", frozenset(_LOGGING_KEYS))
     settings = _settings_from(reader, "receiver", _RECEIVER_KEYS, DAEMON_DEFAULTS)
     settings = _settings_from(reader, "logging", _LOGGING_KEYS, settings)
+    reserve = reader.parser.get("receiver", "free-space-reserve", fallback=None)
+    if reserve is not None:
+        try:
+            reserve_bytes, percent = free_space_reserve(reserve)
+        except ValueError as exc:
+            raise reader.error(
+                "receiver", "free-space-reserve", f"free-space-reserve: {exc}"
+            ) from None
+        settings = dataclasses.replace(
+            settings, free_space_reserve_bytes=reserve_bytes, free_space_reserve_percent=percent
+        )
     if settings.storage is StorageMode.BIT_PRESERVING and settings.subdir is SubdirMode.SERIES_DATE:
         raise reader.error(
             "receiver",
@@ -401,11 +454,15 @@ def parse(text: str, path: str) -> Config:
         )
     profiles = _profiles(reader)
     chosen = reader.parser.get("receiver", "profile", fallback=DEFAULT_PROFILE)
-    if chosen not in profiles:
+    if chosen in profiles:
+        profile = profiles[chosen]
+    elif chosen == DEFAULT_PROFILE:
+        profile = all_storage_profile(DEFAULT_PROFILE)
+    else:
         raise reader.error(
             "receiver", "profile", f"profile: no [profile {chosen}] section in this file"
         )
-    return Config(path, settings, profiles[chosen], profiles)
+    return Config(path, settings, profile, profiles)
 
 
 def load(path: str | Path) -> Config:

@@ -90,8 +90,22 @@ def setup(settings: Settings, stream: TextIO | None = None) -> None:
     handler = _StderrHandler(sys.stderr if stream is None else stream)
     handler.setFormatter(DcmtkFormatter())
     root.addHandler(handler)
+    set_level(settings)
+
+
+def use_handler(handler: logging.Handler, settings: Settings) -> None:
+    """Send every log record to `handler` alone (the daemon's journal, syslog or file)."""
+    root = logging.getLogger()
+    for old in root.handlers[:]:
+        root.removeHandler(old)
+    root.addHandler(handler)
+    set_level(settings)
+
+
+def set_level(settings: Settings) -> None:
+    """Apply the settings' log level to our loggers and the libraries'."""
     level = LEVELS[settings.log_level]
-    root.setLevel(level)
+    logging.getLogger().setLevel(level)
     for name in LIBRARIES:
         logging.getLogger(name).setLevel(library_level(level))
 

@@ -58,14 +58,19 @@ def dataset(spec: Spec) -> Dataset:
 
 def write(spec: Spec, path: Path) -> Path:
     """Write `spec` as an Explicit VR Little Endian Part-10 file."""
+    part10(spec).save_as(path, enforce_file_format=True)
+    return path
+
+
+def part10(spec: Spec) -> Dataset:
+    """`spec`'s dataset with an Explicit VR Little Endian File Meta group (for sending)."""
     ds = dataset(spec)
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = UID(spec.sop_class)
     meta.MediaStorageSOPInstanceUID = UID(spec.sop_instance)
     meta.TransferSyntaxUID = ExplicitVRLittleEndian
     ds.file_meta = meta
-    ds.save_as(path, enforce_file_format=True)
-    return path
+    return ds
 
 
 STANDARD = [

@@ -8,7 +8,7 @@ import pytest
 
 from dcmrecvd import config
 from dcmrecvd.profiles import VERIFICATION, Role, all_storage_sop_classes, all_transfer_syntaxes
-from dcmrecvd.settings import NamingScheme, StorageMode, SubdirMode
+from dcmrecvd.settings import DuplicatePolicy, NamingScheme, StorageMode, SubdirMode
 
 CT = "1.2.840.10008.5.1.4.1.1.2"
 MR = "1.2.840.10008.5.1.4.1.1.4"
@@ -111,7 +111,7 @@ extended-negotiation = MRImageStorage:0102
     assert all(c.transfer_syntaxes == (EXPLICIT, IMPLICIT) for c in profile.contexts)
     assert profile.roles == ((CT, Role.SCP),)
     assert profile.extended_negotiation == ((MR, b"\x01\x02"),)
-    assert set(found.profiles) == {"default", "ct"}
+    assert set(found.profiles) == {"ct"}
 
 
 def test_all_storage_and_all_syntaxes_words() -> None:
@@ -219,3 +219,47 @@ def test_resolve_uid() -> None:
     assert config.resolve_uid("1.2.3.4") == "1.2.3.4"
     assert config.resolve_uid("uid_to_service_class") is None  # not a UID constant
     assert config.resolve_uid("1.2..x") is None
+
+
+def test_storage_and_service_keys() -> None:
+    found = parse(
+        "[receiver]\nduplicates = keep-first\nfree-space-reserve = 2GiB 5%\nstop-grace = 7\n"
+        "[logging]\ndestination = /var/log/dcmrecvd.log\n"
+    )
+    s = found.settings
+    assert s.duplicates is DuplicatePolicy.KEEP_FIRST
+    assert (s.free_space_reserve_bytes, s.free_space_reserve_percent) == (2 * 1024**3, 5.0)
+    assert s.stop_grace == 7
+    assert s.log_destination == "/var/log/dcmrecvd.log"
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("0", (0, 0.0)),
+        ("500MB", (500_000_000, 0.0)),
+        ("500M", (500_000_000, 0.0)),
+        ("1.5GiB", (1536 * 1024**2, 0.0)),
+        ("10%", (0, 10.0)),
+        ("1k, 2.5%", (1000, 2.5)),
+    ],
+)
+def test_free_space_reserve_values(text: str, expected: tuple[int, float]) -> None:
+    assert config.free_space_reserve(text) == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "reason"),
+    [
+        ("[receiver]\nfree-space-reserve = lots\n", "not a size"),
+        ("[receiver]\nfree-space-reserve = 100%\n", "out of range"),
+        ("[receiver]\nfree-space-reserve = x%\n", "not a percentage"),
+        ("[receiver]\nduplicates = ignore\n", "'ignore' is not one of: overwrite"),
+        ("[logging]\ndestination = logs/here\n", "absolute path"),
+        ("[receiver]\nstop-grace = -1\n", "out of range"),
+    ],
+)
+def test_storage_and_service_key_errors(text: str, reason: str) -> None:
+    error = error_of(text)
+    assert error.line == 2
+    assert reason in error.reason

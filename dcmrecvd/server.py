@@ -1,0 +1,128 @@
+"""The listening socket, and the pynetdicom servers that accept associations on it.
+
+A Listener is a process's one listening socket: inherited from systemd or bound here.
+It outlives every server that accepts on it: a reload starts a new server on the same
+socket before the old one stops accepting, so no connection is ever refused, and the
+daemon closes its copy of a systemd socket but never shuts it down.
+"""
+
+from __future__ import annotations
+
+import socket
+import socketserver
+import threading
+from typing import Any
+
+from pynetdicom.association import Association
+from pynetdicom.transport import ThreadedAssociationServer
+
+from dcmrecvd.negotiation import pynetdicom_contexts
+from dcmrecvd.scp import Receiver
+
+# DCMTK listens with a backlog of 50; pynetdicom's socketserver default is 5.
+BACKLOG = 50
+# How often an accept loop looks at its stop flag (socketserver's poll interval).
+POLL_INTERVAL = 0.2
+
+
+class Listener:
+    """A listening TCP socket; `inherited` when systemd passed it in."""
+
+    def __init__(self, sock: socket.socket, *, inherited: bool) -> None:
+        self.socket = sock
+        self.inherited = inherited
+        # Several servers may poll it during a reload; a non-blocking accept() lets the
+        # losers of a race go back to polling instead of blocking until the next peer.
+        sock.setblocking(False)
+
+    @classmethod
+    def bind(cls, address: str, port: int) -> Listener:
+        """Bind and listen on (address, port); raises OSError as bind() does."""
+        family = socket.AF_INET6 if ":" in address else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind((address, port))
+            sock.listen(BACKLOG)
+        except OSError:
+            sock.close()
+            raise
+        return cls(sock, inherited=False)
+
+    @property
+    def address(self) -> tuple[str, int]:
+        host, port = self.socket.getsockname()[:2]
+        return str(host), int(port)
+
+    def close(self) -> None:
+        # close(), never shutdown(): shutting down a socket that systemd shares makes
+        # it fail the .socket unit ("Got POLLHUP on a listening socket").
+        self.socket.close()
+
+
+class _SharedSocketServer(ThreadedAssociationServer):
+    """A pynetdicom server that accepts on a Listener's socket it does not own.
+
+    pynetdicom limit: AssociationServer always creates, binds and listens on a socket of
+    its own (TCPServer's bind_and_activate is hard-coded), its server_close() shuts that
+    socket down, and its shutdown() removes itself from a list of the AE's that
+    make_server() never added it to. All three are replaced here, and only here.
+    """
+
+    # Request threads only hand the connection to an Association thread.
+    block_on_close = False
+
+    def __init__(self, *args: Any, listen_socket: socket.socket, **kwargs: Any) -> None:
+        self._listen_socket = listen_socket
+        super().__init__(*args, **kwargs)
+
+    def server_bind(self) -> None:
+        if self.socket is not None:
+            self.socket.close()  # the one TCPServer.__init__ made, never bound
+        self.socket = self._listen_socket
+        self.server_address = self._listen_socket.getsockname()
+
+    def server_activate(self) -> None:
+        """The Listener is listening already."""
+
+    def server_close(self) -> None:
+        """The Listener closes its socket; other servers may still be accepting on it."""
+
+    def shutdown(self) -> None:
+        socketserver.BaseServer.shutdown(self)
+
+
+class Serving:
+    """One Receiver accepting associations on a Listener, in a background thread."""
+
+    def __init__(self, receiver: Receiver, listener: Listener) -> None:
+        self.receiver = receiver
+        self.server = receiver.ae.make_server(
+            listener.address,
+            evt_handlers=receiver.handlers(),
+            contexts=pynetdicom_contexts(receiver.profile),
+            server_class=_SharedSocketServer,
+            listen_socket=listener.socket,
+        )
+        self._thread = threading.Thread(
+            target=self.server.serve_forever,
+            kwargs={"poll_interval": POLL_INTERVAL},
+            name=f"accept:{listener.address[1]}",
+            daemon=True,
+        )
+        self._thread.start()
+
+    @property
+    def accepting(self) -> bool:
+        return self._thread.is_alive()
+
+    def associations(self) -> list[Association]:
+        """The associations this server accepted that are still running."""
+        found: list[Association] = self.server.active_associations
+        return found
+
+    def stop_accepting(self) -> None:
+        """Accept no more associations; those in progress go on."""
+        if self._thread.is_alive():
+            self.server.shutdown()
+            self._thread.join()
