@@ -31,7 +31,14 @@ import pydicom
 import pynetdicom
 
 from dcmrecvd import __version__, logs
-from dcmrecvd.settings import LogLevel, NamingScheme, Settings, StorageMode, SubdirMode
+from dcmrecvd.settings import (
+    DuplicatePolicy,
+    LogLevel,
+    NamingScheme,
+    Settings,
+    StorageMode,
+    SubdirMode,
+)
 
 PROGRAM = "dcmrecv"
 DESCRIPTION = "Simple DICOM storage SCP (receiver)"
@@ -250,6 +257,36 @@ _SECTIONS = (
             _Option("--normal", "-B", help="allow implicit format conversions (default)"),
             _Option("--bit-preserving", "+B", help="write dataset exactly as received"),
             _Option("--ignore", help="ignore dataset, receive but do not store it"),
+        ),
+    ),
+    _Section(
+        "storage safety (dcmrecvd only):",
+        sub=True,
+        options=(
+            _Option(
+                "--duplicates",
+                values=1,
+                value_help=f"[p]olicy: string (default: {DEFAULTS.duplicates.value})",
+                help="(overwrite, keep-first, keep-both, reject)\n"
+                "what to do when the file name exists",
+            ),
+            _Option(
+                "--reserve-bytes",
+                values=1,
+                value_help="[n]umber of bytes: integer (default: 0)",
+                help="refuse associations and objects while\nless than n bytes are free",
+            ),
+            _Option(
+                "--reserve-percent",
+                values=1,
+                value_help="[p]ercent: integer (0..100, default: 0)",
+                help="refuse associations and objects while\nless than p % of the disk is free",
+            ),
+            _Option(
+                "--benchmark-no-fsync",
+                help="BENCHMARKING ONLY: do not fsync, so Success\n"
+                "no longer means the object is on disk",
+            ),
         ),
     ),
 )
@@ -482,6 +519,9 @@ def _settings(command: _CommandLine, logging_settings: Settings) -> Settings:
     )
     extension = command.find("--filename-extension")
     storage = _storage_mode(command, subdir or DEFAULTS.subdir)
+    duplicates = _duplicates(command.find("--duplicates"))
+    reserve_bytes = _unsigned(command.find("--reserve-bytes"), low=0)
+    reserve_percent = _unsigned(command.find("--reserve-percent"), low=0, high=100)
     port = _port(command.params[0])
 
     return dataclasses.replace(
@@ -501,6 +541,10 @@ def _settings(command: _CommandLine, logging_settings: Settings) -> Settings:
         naming=naming or DEFAULTS.naming,
         extension=DEFAULTS.extension if extension is None else extension.values[0],
         storage=storage,
+        duplicates=duplicates,
+        free_space_reserve_bytes=reserve_bytes or 0,
+        free_space_reserve_percent=reserve_percent or 0,
+        benchmark_skip_fsync=command.find("--benchmark-no-fsync") is not None,
         verbose_pc=verbose_pc,
     )
 
@@ -527,6 +571,17 @@ def _storage_mode(command: _CommandLine, subdir: SubdirMode) -> StorageMode:
     if block.find("--ignore") is not None:
         mode = StorageMode.IGNORE
     return mode
+
+
+def _duplicates(occurrence: _Occurrence | None) -> DuplicatePolicy:
+    if occurrence is None:
+        return DEFAULTS.duplicates
+    try:
+        return DuplicatePolicy(occurrence.values[0])
+    except ValueError:
+        raise UsageError(
+            f"Invalid value for option {occurrence.name} ({occurrence.values[0]})"
+        ) from None
 
 
 def _scan_ulong(text: str) -> int | None:

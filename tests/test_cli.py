@@ -19,7 +19,14 @@ import pytest
 import dcmrecvd
 from dcmrecvd import cli
 from dcmrecvd.cli import Help, UsageError, Version, expand_command_files, parse
-from dcmrecvd.settings import LogLevel, NamingScheme, Settings, StorageMode, SubdirMode
+from dcmrecvd.settings import (
+    DuplicatePolicy,
+    LogLevel,
+    NamingScheme,
+    Settings,
+    StorageMode,
+    SubdirMode,
+)
 from tests.conftest import free_port
 
 TOUCHED = ("", "dcmrecv", "pynetdicom", "pydicom")
@@ -82,6 +89,10 @@ OPTION_CASES = [
     (["-B"], {"storage": StorageMode.NORMAL}),
     (["+B"], {"storage": StorageMode.BIT_PRESERVING}),
     (["--ignore"], {"storage": StorageMode.IGNORE}),
+    (["--duplicates", "keep-first"], {"duplicates": DuplicatePolicy.KEEP_FIRST}),
+    (["--reserve-bytes", "1048576"], {"free_space_reserve_bytes": 1048576}),
+    (["--reserve-percent", "5"], {"free_space_reserve_percent": 5}),
+    (["--benchmark-no-fsync"], {"benchmark_skip_fsync": True}),
     (["--arguments"], {}),
 ]
 
@@ -259,6 +270,38 @@ def test_good_numbers(args: list[str], field: str, value: int) -> None:
 )
 def test_bad_numbers(args: list[str], message: str) -> None:
     assert error(*args, "104") == message
+
+
+@pytest.mark.parametrize("policy", list(DuplicatePolicy))
+def test_every_duplicate_policy_by_name(policy: DuplicatePolicy) -> None:
+    assert settings("--duplicates", policy.value, "104").duplicates is policy
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--duplicates", "ignore", "104"], "Invalid value for option --duplicates (ignore)"),
+        (["104", "--duplicates"], "Missing value for option --duplicates"),
+        (
+            ["--reserve-percent", "101", "104"],
+            "Invalid value for option --reserve-percent (overflow: 101)",
+        ),
+        (["--reserve-bytes", "-1", "104"], "Invalid value for option --reserve-bytes (-1)"),
+    ],
+)
+def test_bad_storage_safety_values(args: list[str], message: str) -> None:
+    assert error(*args) == message
+
+
+def test_storage_safety_defaults_are_dcmtks() -> None:
+    parsed = settings("104")
+    assert parsed.duplicates is DuplicatePolicy.OVERWRITE
+    assert (parsed.free_space_reserve_bytes, parsed.free_space_reserve_percent) == (0, 0)
+    assert parsed.benchmark_skip_fsync is False
+
+
+def test_the_benchmarking_switch_says_so() -> None:
+    assert "BENCHMARKING ONLY" in cli.help_text()
 
 
 def test_option_values_are_checked_before_the_port() -> None:
@@ -798,6 +841,9 @@ def test_help_text_is_dcmtks_without_tls(dcmtk_dcmrecv: str) -> None:
     # Ours adds one line to --log-config and an option that widens its sub-group.
     mine = cli.help_text().splitlines()
     mine.remove("                                 (Python logging.config.fileConfig format)")
+    # ... and a sub-group of its own options at the end of the output options.
+    ours_only = mine.index("  storage safety (dcmrecvd only):")
+    mine = mine[:ours_only] + mine[mine.index("", ours_only) :]
     aetitle = theirs.index("  application entity title:")
     assert mine[:aetitle] == theirs[:aetitle]
     assert mine[aetitle + 6 :] == theirs[aetitle + 4 :]
