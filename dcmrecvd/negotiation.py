@@ -104,6 +104,25 @@ def _configured_role(profile: Profile, abstract_syntax: str) -> _ScRole:
     return _ScRole.DEFAULT
 
 
+_ROLE_NAMES = {
+    _ScRole.NONE: "None",
+    _ScRole.DEFAULT: "Default",
+    _ScRole.SCU: "SCU",
+    _ScRole.SCP: "SCP",
+    _ScRole.SCUSCP: "SCP/SCU",
+}
+
+
+def proposed_role_name(roles: Mapping[str, tuple[bool, bool]], abstract_syntax: str) -> str:
+    """DCMTK's name for the role the requestor proposed for `abstract_syntax`."""
+    return _ROLE_NAMES[_proposed_role(roles, abstract_syntax)]
+
+
+def configured_role_name(profile: Profile, abstract_syntax: str) -> str:
+    """DCMTK's name for the role the profile grants for `abstract_syntax`."""
+    return _ROLE_NAMES[_configured_role(profile, abstract_syntax)]
+
+
 def _role_reply(abstract_syntax: str, proposed: _ScRole, accepted: _ScRole) -> RoleReply | None:
     """DCMTK's constructSCUSCPRoles for one accepted context."""
     if _ScRole.DEFAULT in (proposed, accepted):
