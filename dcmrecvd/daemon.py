@@ -15,6 +15,7 @@ import logging
 import logging.handlers
 import os
 import queue
+import shutil
 import signal
 import sys
 import time
@@ -26,6 +27,7 @@ from dcmrecvd import __version__, asconfig, config, logs, systemd
 from dcmrecvd.scp import Receiver, check_output_directory
 from dcmrecvd.server import Listener, Serving
 from dcmrecvd.settings import DCMTK_CONTEXT_LIST_LIMIT, Settings
+from dcmrecvd.stats import Stats
 
 PROGRAM = "dcmrecvd"
 LOG = logging.getLogger("dcmrecv.daemon")
@@ -41,7 +43,7 @@ SOCKET_NAME = "dicom"
 # The name of the configuration that --no-config gives.
 EMBEDDED = "<embedded defaults>"
 # How often STATUS= is refreshed when no watchdog asks for more.
-STATUS_INTERVAL = 5.0
+STATUS_INTERVAL = 2.0
 
 
 def _arguments(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -104,6 +106,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.daemon:
         return _detached(loaded, args.pidfile)
     return _foreground(loaded)
+
+
+def _size(count: int) -> str:
+    value = float(count)
+    for unit in ("B", "kB", "MB", "GB"):
+        if value < 1000:
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1000
+    return f"{value:.1f} TB"
 
 
 def _read(path: str) -> config.Config:
@@ -240,12 +251,15 @@ class Service:
         self.watchdog = watchdog
         self.listener = listener
         self.notifier = notifier
+        self.stats = Stats()
         self.current = self._serving(loaded)
+        # Only at start: later, the temporary files in the spool are ours, in use.
+        self.current.receiver.sweep_spool()
         self.retired: list[Serving] = []
         self._signals: queue.SimpleQueue[int] = queue.SimpleQueue()
 
     def _serving(self, loaded: config.Config) -> Serving:
-        return Serving(Receiver(loaded.settings, loaded.profile), self.listener)
+        return Serving(Receiver(loaded.settings, loaded.profile, self.stats), self.listener)
 
     def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
         self._signals.put(signum)  # SimpleQueue.put is safe in a signal handler
@@ -321,9 +335,16 @@ class Service:
     def _status(self) -> None:
         servings = [self.current, *self.retired]
         active = sum(len(s.associations()) for s in servings)
+        totals = self.stats.totals()
+        try:
+            free = _size(shutil.disk_usage(self.loaded.settings.output_dir).free) + " free"
+        except OSError as exc:
+            free = f"free space unknown: {exc.strerror}"
         self.notifier.status(
-            f"Serving {self.loaded.settings.aetitle} on port {self.listener.address[1]}"
-            f" with profile {self.loaded.profile.name}; {active} associations active"
+            f"{self.loaded.settings.aetitle} on port {self.listener.address[1]},"
+            f" profile {self.loaded.profile.name}: {active} associations active,"
+            f" {totals.associations} in all; {totals.instances} instances,"
+            f" {_size(totals.bytes)} stored; {free}"
         )
 
     def stop(self) -> int:

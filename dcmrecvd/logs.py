@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 from typing import TextIO
 
+from dcmrecvd.logfields import AssociationFields
 from dcmrecvd.settings import LogLevel, Settings
 
 LOGGER_NAME = "dcmrecv"
@@ -98,6 +99,7 @@ def use_handler(handler: logging.Handler, settings: Settings) -> None:
     root = logging.getLogger()
     for old in root.handlers[:]:
         root.removeHandler(old)
+    handler.addFilter(AssociationFields())
     root.addHandler(handler)
     set_level(settings)
 

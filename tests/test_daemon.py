@@ -7,6 +7,7 @@ systemd's NOTIFY_SOCKET; `systemd-socket-activate` passes a real listening socke
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -25,6 +26,7 @@ from pynetdicom.association import Association
 from dcmrecvd import asconfig
 from tests import dicomgen
 from tests.conftest import free_port
+from tests.journald import private_journald
 from tests.peers import LOCALHOST, wait_listening
 
 pytestmark = pytest.mark.slow
@@ -394,6 +396,11 @@ def test_reload_under_load(tmp_path: Path) -> None:
             # The association in progress still stores CT, into the old directory.
             for n in range(11, 16):
                 assert running.send_c_store(ct(f"1.2.3.4.{n}")).Status == 0x0000
+            status = daemon.notify.wait_for(lambda m: "6 instances" in m.get("STATUS", ""))
+            assert "1 associations active, 1 in all" in status["STATUS"]
+            assert re.search(
+                r"6 instances, [0-9.]+ kB stored; [0-9.]+ [kMGT]?B free", status["STATUS"]
+            )
             # A new association has the new profile: CT refused, MR accepted.
             fresh = requestor(port, [dicomgen.CT, dicomgen.MR])
             assert fresh.is_established
@@ -450,6 +457,13 @@ def test_stop_aborts_what_outlasts_the_grace_time(tmp_path: Path) -> None:
             assoc.join(0.1)
         assert assoc.is_aborted
     assert "aborting association with TESTSCU after 1 s" in daemon.log()
+
+
+def dataset_size(path: Path) -> int:
+    """Bytes after the File Meta group: preamble, DICM, then (0002,0000) UL gives its length."""
+    data = path.read_bytes()
+    group_length = int.from_bytes(data[140:144], "little")
+    return len(data) - (144 + group_length)
 
 
 def visible(directory: Path) -> list[str]:
@@ -520,3 +534,77 @@ def test_classic_daemon_refuses_to_detach_under_systemd(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert "--daemon is for hosts without systemd" in result.stderr
     assert not (tmp_path / "p").exists()
+
+
+# --- journald ----------------------------------------------------------------------------
+
+
+@pytest.mark.interop
+def test_structured_fields_reach_the_journal(tmp_path: Path) -> None:
+    """A private journald (root only) receives every association and instance event."""
+    port = free_port()
+    out = tmp_path / "in"
+    out.mkdir()
+    path = tmp_path / "d.conf"
+    ct_only = profile_section("p", "Verification CTImageStorage")
+    path.write_text(
+        conf(port, out, ct_only, profile="p").replace(
+            "destination = stderr", "destination = journal"
+        )
+    )
+    files = dicomgen.write_all([dicomgen.Spec(dicomgen.CT, "1.2.3.4.501")], tmp_path / "send")
+    notify = Notifications(tmp_path / "notify.sock")
+    with private_journald(tmp_path) as journal:
+        env = {"PATH": os.environ["PATH"], "NOTIFY_SOCKET": str(notify.path)}
+        proc = journal.run([DCMRECVD, "--config", str(path)], env)
+        try:
+            notify.wait_for(lambda m: m.get("READY") == "1")
+            store = subprocess.run(
+                [
+                    "storescu",
+                    "-aet",
+                    "CT01",
+                    "-aec",
+                    "DCMRECVD",
+                    LOCALHOST,
+                    str(port),
+                    *map(str, files),
+                ],
+                check=False,
+                capture_output=True,
+                text=True,
+            )
+            assert store.returncode == 0, store.stderr
+            refused = requestor(port, [dicomgen.MR], calling="MR02")
+            assert refused.is_rejected
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(timeout=DEADLINE) == 0
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+            proc.communicate(timeout=DEADLINE)
+            notify.close()
+        ct01 = journal.entries("SYSLOG_IDENTIFIER=dcmrecvd", "DICOM_CALLING_AET=CT01")
+        mr02 = journal.entries(
+            "DICOM_CALLING_AET=MR02", "REJECT_REASON=no acceptable presentation contexts"
+        )
+    by_message = {str(entry["MESSAGE"]): entry for entry in ct01}
+    stored = by_message[f"Stored received object to file: {out}/CT.1.2.3.4.501"]
+    assert stored["PATH"] == f"{out}/CT.1.2.3.4.501"
+    assert int(str(stored["BYTES"])) == dataset_size(out / "CT.1.2.3.4.501")
+    response = by_message["Sending C-STORE Response (Success)"]
+    assert response["DIMSE_STATUS"] == "0x0000"
+    assert response["SOP_INSTANCE_UID"] == "1.2.3.4.501"
+    assert response["SOP_CLASS_UID"] == dicomgen.CT
+    assert int(str(response["DURATION_MS"])) >= 0
+    released = by_message["Received Association Release Request"]
+    assert int(str(released["DURATION_MS"])) >= 0
+    for entry in ct01:
+        assert entry["DICOM_CALLED_AET"] == "DCMRECVD"
+        assert str(entry["PEER_ADDR"]) == LOCALHOST
+        assert entry["ASSOC_ID"] == stored["ASSOC_ID"]
+        assert entry["_PID"] == str(proc.pid)
+    assert [e["MESSAGE"] for e in mr02] == [
+        "Refusing Association (no acceptable presentation contexts)"
+    ]
+    assert mr02[0]["ASSOC_ID"] != stored["ASSOC_ID"]
