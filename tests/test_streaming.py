@@ -5,12 +5,13 @@ from __future__ import annotations
 import dataclasses
 import errno
 import os
+import struct
 from pathlib import Path
 
 import pytest
 from pydicom import dcmread
 
-from dcmrecvd import incoming, scp, storage, streaming
+from dcmrecvd import incoming, pdulimit, scp, storage, streaming
 from dcmrecvd.freespace import Reserve
 from dcmrecvd.profiles import Profile
 from dcmrecvd.settings import Settings, StorageMode
@@ -175,3 +176,24 @@ def test_empty_dataset_answers_c000(profile: Profile, out: Path, port: int) -> N
     sink.finish()
     assert sink.failure is not None and sink.failure.kind is incoming.FailureKind.EMPTY
     assert nothing_left(out)
+
+
+def test_an_oversized_pdu_ends_the_association_before_it_is_read(
+    profile: Profile, out: Path, port: int
+) -> None:
+    ds = dataset("1.2.3.4.107", pixel_bytes=BIG)
+    with our_receiver(profile, port, settings(port, out)) as receiver, association(port) as a:
+        send_part(a, ds, 0.25)
+        wait_until(lambda: temp_files(out) != [], what="temp file created")
+        # A P-DATA-TF header announcing 512 MiB, far over the negotiated 16 KiB.
+        a.dul.socket.socket.sendall(struct.pack(">BBL", 0x04, 0, 512 * 1024 * 1024) + b"\0" * 64)
+        wait_until(
+            lambda: nothing_left(out) and not receiver.ae.active_associations,
+            what="association ended and temp file removed without reading the PDU",
+        )
+
+
+def test_pdu_limit_leaves_room_for_association_requests() -> None:
+    assert pdulimit.limit_for(16384) == pdulimit.MINIMUM_LIMIT
+    assert pdulimit.limit_for(4 * 1024 * 1024) == 4 * 1024 * 1024
+    assert pdulimit.limit_for(0) is None
