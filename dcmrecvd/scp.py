@@ -12,16 +12,20 @@ import signal
 import socket
 import threading
 import time
+import weakref
+from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any, cast
 
 from pydicom.dataset import Dataset
 from pynetdicom import AE, evt, register_uid
+from pynetdicom.association import Association
 from pynetdicom.dimse_primitives import (
     C_FIND,
     C_GET,
     C_MOVE,
+    C_STORE,
     N_ACTION,
     N_CREATE,
     N_DELETE,
@@ -40,8 +44,11 @@ from pynetdicom.sop_class import uid_to_service_class
 
 from dcmrecvd import (
     asconfig,
+    dumps,
+    filemeta,
     header,
     incoming,
+    logfields,
     naming,
     pdulimit,
     placement,
@@ -54,12 +61,15 @@ from dcmrecvd.negotiation import (
     Outcome,
     Proposed,
     Result,
+    configured_role_name,
     negotiate,
+    proposed_role_name,
     pynetdicom_contexts,
     representable,
 )
 from dcmrecvd.profiles import BUILTIN_VERIFICATION, Profile
 from dcmrecvd.settings import NamingScheme, Settings, StorageMode
+from dcmrecvd.stats import Stats
 
 LOG = logging.getLogger("dcmrecv")
 
@@ -181,13 +191,27 @@ def _proposals(event: Event) -> tuple[list[Proposed], dict[str, tuple[bool, bool
     return proposed, roles
 
 
+@dataclass
+class _Association:
+    """What the receiver keeps about one association while it runs."""
+
+    started: float
+    negotiation: dumps.Negotiation | None = None
+
+
 class Receiver:
     """One storage SCP: its AE, its profile and its event handlers."""
 
-    def __init__(self, settings: Settings, profile: Profile) -> None:
+    def __init__(self, settings: Settings, profile: Profile, stats: Stats | None = None) -> None:
         self.settings = settings
         self.profile = profile
+        self.stats = stats or Stats()
         self.ae = AE(ae_title=settings.aetitle)
+        self.ae.implementation_class_uid = filemeta.IMPLEMENTATION_CLASS_UID
+        self.ae.implementation_version_name = filemeta.IMPLEMENTATION_VERSION_NAME
+        self._associations: weakref.WeakKeyDictionary[Association, _Association] = (
+            weakref.WeakKeyDictionary()
+        )
         self.ae.maximum_pdu_size = settings.max_pdu & ~1  # DCMTK sends odd sizes rounded down
         self.ae.acse_timeout = settings.acse_timeout
         self.ae.dimse_timeout = settings.dimse_timeout
@@ -221,11 +245,8 @@ class Receiver:
             (evt.EVT_N_SET, self._on_unsupported),
         ]
 
-    def start(self, sock_address: tuple[str, int]) -> Any:
-        """Bind, listen and serve in background threads; returns the pynetdicom server.
-
-        First removes the temporary files a killed receiver left in the spool directory.
-        """
+    def sweep_spool(self) -> None:
+        """Remove the temporary files that a killed receiver left in the spool directory."""
         removed = storage.sweep(self.spool)
         if removed:
             LOG.warning(
@@ -233,6 +254,10 @@ class Receiver:
                 len(removed),
                 self.spool,
             )
+
+    def start(self, sock_address: tuple[str, int]) -> Any:
+        """Sweep the spool, bind, listen and serve in background threads; the server."""
+        self.sweep_spool()
         return self.ae.start_server(
             sock_address,
             block=False,
@@ -252,7 +277,7 @@ class Receiver:
             return address
 
     def _reject(self, event: Event, rsd: tuple[int, int, int], reason: str) -> None:
-        LOG.info("Refusing Association (%s)", reason)
+        LOG.info("Refusing Association (%s)", reason, extra={"REJECT_REASON": reason})
         event.assoc.acse.send_reject(*rsd)
         # Without kill() the reactor closes the socket before the DUL thread has sent
         # the A-ASSOCIATE-RJ (pynetdicom 3.0).
@@ -268,8 +293,18 @@ class Receiver:
         rq = cast(A_ASSOCIATE, event.assoc.requestor.primitive)
         calling = rq.calling_ae_title
         called = rq.called_ae_title
-        peer = self._peer_name(event.assoc.requestor.address)
-        LOG.info("Association Received %s: %s -> %s", peer, calling, called)
+        address = event.assoc.requestor.address
+        logfields.bind(
+            DICOM_CALLING_AET=calling,
+            DICOM_CALLED_AET=called,
+            PEER_ADDR=address,
+            ASSOC_ID=logfields.new_association_id(),
+        )
+        info = self._associations[event.assoc] = _Association(time.monotonic())
+        LOG.info("Association Received %s: %s -> %s", self._peer_name(address), calling, called)
+        proposed, roles = _proposals(event)
+        negotiation = self._negotiation(event, proposed, roles)
+        self._dump("Incoming Association Request:\n" + dumps.dump(negotiation, dumps.Pdu.RQ))
         if str(rq.application_context_name) != APPLICATION_CONTEXT:
             self._reject(event, REJECT_BAD_APPLICATION_CONTEXT, "bad application context")
             return
@@ -284,10 +319,11 @@ class Receiver:
             LOG.warning("%s", shortfall)
             self._reject(event, REJECT_LOCAL_LIMIT_EXCEEDED, "local limit exceeded")
             return
-        proposed, roles = _proposals(event)
         outcome = representable(negotiate(self.profile, proposed, roles))
+        info.negotiation = _answered(negotiation, outcome, self.profile)
         if not outcome.accepted:
             LOG.info("No Acceptable Presentation Contexts")
+            self._dump(dumps.dump(info.negotiation, dumps.Pdu.RJ))
             self._reject(
                 event, REJECT_NO_ACCEPTABLE_CONTEXTS, "no acceptable presentation contexts"
             )
@@ -318,15 +354,59 @@ class Receiver:
             ext.service_class_application_information = data
             acceptor.add_negotiation_item(ext)
 
+    def _negotiation(
+        self, event: Event, proposed: list[Proposed], roles: dict[str, tuple[bool, bool]]
+    ) -> dumps.Negotiation:
+        """The request as DCMTK dumps it (the answer is filled in by `_answered`)."""
+        rq = cast(A_ASSOCIATE, event.assoc.requestor.primitive)
+        requestor = event.assoc.requestor
+        return dumps.Negotiation(
+            our_class_uid=filemeta.IMPLEMENTATION_CLASS_UID,
+            our_version=filemeta.IMPLEMENTATION_VERSION_NAME,
+            their_class_uid=str(requestor.implementation_class_uid or ""),
+            their_version=str(requestor.implementation_version_name or ""),
+            application_context=str(rq.application_context_name),
+            calling=rq.calling_ae_title,
+            called=rq.called_ae_title,
+            our_max_pdu=self.ae.maximum_pdu_size,
+            their_max_pdu=requestor.maximum_length or 0,
+            contexts=tuple(
+                dumps.ContextDump(
+                    pc.context_id,
+                    pc.abstract_syntax,
+                    proposed_role_name(roles, pc.abstract_syntax),
+                    pc.transfer_syntaxes,
+                )
+                for pc in proposed
+            ),
+            requested_extended=tuple(
+                (str(uid), bytes(data or b"")) for uid, data in requestor.sop_class_extended.items()
+            ),
+        )
+
+    def _dump(self, text: str) -> None:
+        # +v shows the dumps at INFO; otherwise DCMTK logs them at DEBUG.
+        LOG.log(logging.INFO if self.settings.verbose_pc else logging.DEBUG, "%s", text)
+
     def _on_accepted(self, event: Event) -> None:
+        self.stats.association()
         max_pdu = event.assoc.requestor.maximum_length or 0
         LOG.info("Association Acknowledged (Max Send PDV: %d)", max_pdu - 12)
+        info = self._associations.get(event.assoc)
+        if info is not None and info.negotiation is not None:
+            self._dump(dumps.dump(info.negotiation, dumps.Pdu.AC))
+
+    def _duration(self, event: Event) -> dict[str, str]:
+        info = self._associations.get(event.assoc)
+        if info is None:
+            return {}
+        return {"DURATION_MS": str(round((time.monotonic() - info.started) * 1000))}
 
     def _on_released(self, event: Event) -> None:
-        LOG.info("Received Association Release Request")
+        LOG.info("Received Association Release Request", extra=self._duration(event))
 
     def _on_aborted(self, event: Event) -> None:
-        LOG.info("Received Association Abort Request")
+        LOG.info("Received Association Abort Request", extra=self._duration(event))
 
     def _on_echo(self, event: Event) -> int:
         LOG.info("Received C-ECHO Request (MsgID %d)", event.request.MessageID)
@@ -342,10 +422,24 @@ class Receiver:
         return CANNOT_UNDERSTAND
 
     def _on_store(self, event: Event) -> int | Dataset:
-        LOG.info("Received C-STORE Request (MsgID %d)", event.request.MessageID)
+        started = time.monotonic()
+        request = cast(C_STORE, event.request)
+        instance = {
+            "SOP_CLASS_UID": str(request.AffectedSOPClassUID or ""),
+            "SOP_INSTANCE_UID": str(request.AffectedSOPInstanceUID or ""),
+        }
+        LOG.info("Received C-STORE Request (MsgID %d)", request.MessageID, extra=instance)
         response = self._store(event)
         status = response if isinstance(response, int) else int(response.Status)
-        LOG.info("Sending C-STORE Response (%s)", STATUS_TEXT[status])
+        LOG.info(
+            "Sending C-STORE Response (%s)",
+            STATUS_TEXT[status],
+            extra={
+                **instance,
+                "DIMSE_STATUS": f"0x{status:04X}",
+                "DURATION_MS": str(round((time.monotonic() - started) * 1000)),
+            },
+        )
         return response
 
     def _sink(self, command: streaming.StoreCommand) -> streaming.Sink:
@@ -429,9 +523,9 @@ class Receiver:
         except placement.PlacementError as exc:
             LOG.error("cannot store received object: %s", exc)
             return _failure(OUT_OF_RESOURCES, storage.reason(exc.error))
-        return self._report(placed)
+        return self._report(placed, obj.received)
 
-    def _report(self, placed: placement.Placed) -> int | Dataset:
+    def _report(self, placed: placement.Placed, size: int) -> int | Dataset:
         """Log what placing the object did, as DCMTK words it where DCMTK does it."""
         outcome = placed.outcome
         if outcome is placement.Outcome.REPLACED:
@@ -444,7 +538,12 @@ class Receiver:
             return _failure(DUPLICATE_SOP_INSTANCE, "duplicate SOP instance")
         elif outcome is placement.Outcome.STORED_AS_VARIANT:
             LOG.warning("file already exists, keeping both: %s", placed.clash)
-        LOG.info("Stored received object to file: %s", placed.path)
+        self.stats.instance(size)
+        LOG.info(
+            "Stored received object to file: %s",
+            placed.path,
+            extra={"PATH": placed.path, "BYTES": str(size)},
+        )
         return SUCCESS
 
     def _name(self, directory: str, sop_class: str, sop_instance: str) -> str:
@@ -465,6 +564,32 @@ class Receiver:
             dataset_available=not bit_preserving,
         )
         return join_path(self.settings.output_dir, subdir) if subdir else self.settings.output_dir
+
+
+def _answered(
+    negotiation: dumps.Negotiation, outcome: Outcome, profile: Profile
+) -> dumps.Negotiation:
+    """`negotiation` with the answer: each context's result, role and syntax."""
+    results = {c.context_id: c for c in outcome.contexts}
+    contexts = []
+    for context in negotiation.contexts:
+        answer = results[context.context_id]
+        accepted = answer.result is Result.ACCEPTANCE
+        contexts.append(
+            replace(
+                context,
+                result=answer.result,
+                accepted_role=(
+                    configured_role_name(profile, context.abstract_syntax)
+                    if accepted
+                    else "Default"
+                ),
+                accepted_syntax=answer.transfer_syntax,
+            )
+        )
+    return replace(
+        negotiation, contexts=tuple(contexts), accepted_extended=outcome.extended_negotiation
+    )
 
 
 def _failure(status: int, comment: str) -> Dataset:
