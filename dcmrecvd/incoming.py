@@ -79,6 +79,7 @@ class IncomingObject:
         self._space_directory = space_directory
         self._prefix = bytearray()
         self._next_space_check = SPACE_CHECK_INTERVAL
+        self._discarded = False
         # The DUL thread writes; the connection-close handler may discard meanwhile.
         self._lock = threading.Lock()
         if command.transfer_syntax is None:
@@ -102,7 +103,7 @@ class IncomingObject:
     def write(self, data: memoryview) -> None:
         with self._lock:
             self.received += len(data)
-            if self.failure is not None:
+            if self.failure is not None or self._discarded:
                 return
             if self.temp is None:
                 self._prefix += data
@@ -113,7 +114,7 @@ class IncomingObject:
 
     def finish(self) -> None:
         with self._lock:
-            if self.failure is not None:
+            if self.failure is not None or self._discarded:
                 return
             if self.received == 0:
                 self.failure = Failure(FailureKind.EMPTY, "")
@@ -121,7 +122,9 @@ class IncomingObject:
                 self._open()
 
     def discard(self) -> None:
+        """Remove the temporary file and drop whatever still arrives; idempotent."""
         with self._lock:
+            self._discarded = True
             self._prefix = bytearray()
             if self.temp is not None:
                 self.temp.discard()

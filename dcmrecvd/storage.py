@@ -84,6 +84,7 @@ class TempFile:
             spool.mkdir(parents=True, exist_ok=True)
             self.path, self._fd = _create(spool)
         self._open = True
+        self._committed = False
         self.size = 0
 
     def write(self, data: bytes | memoryview) -> None:
@@ -114,13 +115,16 @@ class TempFile:
             # The object is in place; a temporary name left over is swept at next start.
             with suppress(OSError):
                 os.unlink(self.path)
+        self._committed = True
         self._close()
         if durable:
             fsync_directory(final.parent)
 
     def discard(self) -> None:
-        """Remove the temporary file if it still exists; never raises."""
+        """Remove the temporary file unless it was committed; never raises."""
         self._close()
+        if self._committed:
+            return
         with suppress(OSError):
             self.path.unlink(missing_ok=True)
 

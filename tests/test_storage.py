@@ -163,3 +163,15 @@ def test_header_keeps_the_encoded_vr_and_absence() -> None:
 def test_header_refuses_an_unknown_transfer_syntax() -> None:
     with pytest.raises(header.HeaderError):
         header.read(b"\x08\x00\x16\x00", "1.2.3.4.999.2")
+
+
+def test_discard_after_commit_leaves_the_final_file(tmp_path: Path) -> None:
+    spool = storage.spool_directory(str(tmp_path))
+    temp = storage.TempFile(spool)
+    temp.write(b"object")
+    temp.commit(tmp_path / "CT.1", replace=False)
+    # Another writer's temp file under the same name would be safe too: discard is a no-op.
+    temp.path.write_bytes(b"someone else's")
+    temp.discard()
+    assert (tmp_path / "CT.1").read_bytes() == b"object"
+    assert temp.path.read_bytes() == b"someone else's"

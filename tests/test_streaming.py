@@ -14,7 +14,7 @@ from pydicom import dcmread
 from dcmrecvd import incoming, pdulimit, scp, storage, streaming
 from dcmrecvd.freespace import Reserve
 from dcmrecvd.profiles import Profile
-from dcmrecvd.settings import Settings, StorageMode
+from dcmrecvd.settings import Settings, StorageMode, SubdirMode
 from tests import dicomgen
 from tests.peers import our_receiver
 from tests.streaming_peer import (
@@ -197,3 +197,14 @@ def test_pdu_limit_leaves_room_for_association_requests() -> None:
     assert pdulimit.limit_for(16384) == pdulimit.MINIMUM_LIMIT
     assert pdulimit.limit_for(4 * 1024 * 1024) == 4 * 1024 * 1024
     assert pdulimit.limit_for(0) is None
+
+
+def test_series_date_directory_from_the_prefix_of_a_big_dataset(
+    profile: Profile, out: Path, port: int
+) -> None:
+    ds = dataset("1.2.3.4.108", pixel_bytes=BIG)
+    receiver_settings = settings(port, out, subdir=SubdirMode.SERIES_DATE)
+    with our_receiver(profile, port, receiver_settings), association(port) as a:
+        assert a.send_c_store(ds).Status == 0x0000
+    assert final_files(out) == ["data/2024/01/15/CT.1.2.3.4.108"]
+    assert body(out / "data/2024/01/15/CT.1.2.3.4.108") == encoded(ds)
