@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import errno
 import os
+import shutil
 import struct
 from pathlib import Path
 
@@ -208,3 +209,12 @@ def test_series_date_directory_from_the_prefix_of_a_big_dataset(
         assert a.send_c_store(ds).Status == 0x0000
     assert final_files(out) == ["data/2024/01/15/CT.1.2.3.4.108"]
     assert body(out / "data/2024/01/15/CT.1.2.3.4.108") == encoded(ds)
+
+
+def test_a_deleted_output_directory_is_recreated(profile: Profile, out: Path, port: int) -> None:
+    with our_receiver(profile, port, settings(port, out)), association(port) as a:
+        assert a.send_c_store(dataset("1.2.3.4.109")).Status == 0x0000
+        shutil.rmtree(out)
+        assert a.send_c_store(dataset("1.2.3.4.110", pixel_bytes=BIG)).Status == 0x0000
+    assert final_files(out) == ["CT.1.2.3.4.110"]
+    assert temp_files(out) == []
