@@ -43,19 +43,6 @@ class Failure:
     detail: str
 
 
-class Ignored:
-    """--ignore: the dataset is received and dropped."""
-
-    def write(self, data: memoryview) -> None:
-        pass
-
-    def finish(self) -> None:
-        pass
-
-    def discard(self) -> None:
-        pass
-
-
 class IncomingObject:
     """Streams one dataset into a storage.TempFile in `spool`."""
 

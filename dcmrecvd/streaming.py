@@ -41,7 +41,6 @@ _LAST = 0x02
 class StoreCommand:
     """What the C-STORE-RQ command tells before its dataset arrives."""
 
-    message_id: int
     sop_class_uid: str
     sop_instance_uid: str
     context_id: int
@@ -73,8 +72,8 @@ class StreamedDataSet(BytesIO):
         self.sink = sink
 
 
-class _Dropped:
-    """Where the rest of a dataset goes after its sink failed."""
+class Discarding:
+    """A sink that drops the dataset: --ignore, and the rest of one whose sink failed."""
 
     def write(self, data: memoryview) -> None:
         pass
@@ -123,7 +122,6 @@ class StreamingDIMSE(DIMSEServiceProvider):
             None,
         )
         command = StoreCommand(
-            message_id=int(cs.MessageID or 0),
             sop_class_uid=str(cs.AffectedSOPClassUID or ""),
             sop_instance_uid=str(cs.AffectedSOPInstanceUID or ""),
             context_id=context_id,
@@ -147,7 +145,7 @@ class StreamingDIMSE(DIMSEServiceProvider):
         with self._sinks_lock:
             if sink in self._unclaimed:
                 self._unclaimed.remove(sink)
-            self._stream = _Dropped()
+            self._stream = Discarding()
         sink.discard()
 
     def _complete(self, context_id: int, control: int) -> None:

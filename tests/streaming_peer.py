@@ -94,10 +94,10 @@ def association(port: int, calling: str = "SENDER") -> Iterator[Any]:
         ae.shutdown()
 
 
-def send_part(assoc: Any, ds: Dataset, fraction: float, message_id: int = 1) -> None:
+def send_part(assoc: Any, ds: Dataset, fraction: float) -> None:
     """Send the command and the first `fraction` of the P-DATA of a C-STORE of `ds`."""
     request = C_STORE()
-    request.MessageID = message_id
+    request.MessageID = 1
     request.AffectedSOPClassUID = ds.SOPClassUID
     request.AffectedSOPInstanceUID = ds.SOPInstanceUID
     request.Priority = 2

@@ -16,7 +16,7 @@ CHUNK = 16 * 1024
 
 def sink(out: Path, *, bit_preserving: bool = False) -> incoming.IncomingObject:
     command = streaming.StoreCommand(
-        1, dicomgen.CT, "1.2.3.4.100", 1, ExplicitVRLittleEndian, "SENDER"
+        dicomgen.CT, "1.2.3.4.100", 1, ExplicitVRLittleEndian, "SENDER"
     )
     return incoming.IncomingObject(
         command,
