@@ -32,6 +32,7 @@ from pynetdicom.dimse_primitives import (
     N_EVENT_REPORT,
     N_GET,
     N_SET,
+    DIMSEPrimitive,
 )
 from pynetdicom.events import Event, EventHandlerType
 from pynetdicom.pdu_primitives import (
@@ -44,6 +45,7 @@ from pynetdicom.sop_class import uid_to_service_class
 
 from dcmrecvd import (
     asconfig,
+    dispatch,
     dumps,
     filemeta,
     header,
@@ -197,6 +199,8 @@ class _Association:
 
     started: float
     negotiation: dumps.Negotiation | None = None
+    # Set when the abort is ours or has been logged: DCMTK logs only a peer's abort, once.
+    abort_said: bool = False
 
 
 class Receiver:
@@ -234,15 +238,6 @@ class Receiver:
             (evt.EVT_CONN_CLOSE, streaming.on_connection_closed),
             (evt.EVT_C_ECHO, self._on_echo),
             (evt.EVT_C_STORE, self._on_store),
-            (evt.EVT_C_FIND, self._on_unsupported),
-            (evt.EVT_C_GET, self._on_unsupported),
-            (evt.EVT_C_MOVE, self._on_unsupported),
-            (evt.EVT_N_ACTION, self._on_unsupported),
-            (evt.EVT_N_CREATE, self._on_unsupported),
-            (evt.EVT_N_DELETE, self._on_unsupported),
-            (evt.EVT_N_EVENT_REPORT, self._on_unsupported),
-            (evt.EVT_N_GET, self._on_unsupported),
-            (evt.EVT_N_SET, self._on_unsupported),
         ]
 
     def sweep_spool(self) -> None:
@@ -329,6 +324,7 @@ class Receiver:
             )
             return
         streaming.install(event.assoc, self._sink)
+        dispatch.install(event.assoc, self._refuse_request)
         self._apply(event, outcome)
 
     def _apply(self, event: Event, outcome: Outcome) -> None:
@@ -406,6 +402,11 @@ class Receiver:
         LOG.info("Received Association Release Request", extra=self._duration(event))
 
     def _on_aborted(self, event: Event) -> None:
+        info = self._associations.get(event.assoc)
+        # No request yet: a connection that closed before asking for an association.
+        if info is None or info.abort_said:
+            return
+        info.abort_said = True
         LOG.info("Received Association Abort Request", extra=self._duration(event))
 
     def _on_echo(self, event: Event) -> int:
@@ -413,13 +414,14 @@ class Receiver:
         LOG.info("Sending C-ECHO Response (Success)")
         return SUCCESS
 
-    def _on_unsupported(self, event: Event) -> int:
-        field = UNSUPPORTED_REQUESTS.get(type(event.request), 0)
+    def _refuse_request(self, assoc: Association, request: DIMSEPrimitive) -> None:
+        info = self._associations.get(assoc)
+        if info is not None:
+            info.abort_said = True  # the abort that follows is ours
+        field = UNSUPPORTED_REQUESTS.get(type(request), 0)
         LOG.error(
             "cannot handle this kind of DIMSE command (0x%04x), we are a Storage SCP only", field
         )
-        event.assoc.abort()
-        return CANNOT_UNDERSTAND
 
     def _on_store(self, event: Event) -> int | Dataset:
         started = time.monotonic()
