@@ -16,6 +16,7 @@ from __future__ import annotations
 import configparser
 import dataclasses
 import enum
+import ipaddress
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -26,6 +27,7 @@ import pydicom.uid
 import pynetdicom.sop_class
 
 from dcmrecvd import asconfig
+from dcmrecvd.access import AccessPolicy, Network, PeerRule
 from dcmrecvd.profiles import (
     AcceptedContext,
     Profile,
@@ -66,6 +68,8 @@ MAX_PDU = 131072
 # PS3.5 6.2: an AE title is at most 16 characters of the default repertoire, no backslash.
 _AE_TITLE = re.compile(r"[\x20-\x5b\x5d-\x7e]{1,16}")
 _LIST_SEPARATORS = re.compile(r"[\s,]+")
+# Profile and peer names: also asconfig section names, which keep only these.
+_NAME = re.compile(r"[A-Za-z0-9_-]+")
 _SECTION_LINE = re.compile(r"\s*\[(?P<name>[^\]]+)\]")
 _KEY_LINE = re.compile(r"(?P<key>[^\s=:#;][^=:]*?)\s*[=:]")
 
@@ -96,6 +100,8 @@ class Config:
     profile: Profile
     # The profiles that the file defines, by name (`profile` may be the embedded one).
     profiles: Mapping[str, Profile]
+    # The profiles that [peer] rules name, the embedded default among them if named.
+    peer_profiles: Mapping[str, Profile] = dataclasses.field(default_factory=dict)
 
 
 def _keyword_uid(name: str) -> str | None:
@@ -254,7 +260,10 @@ _RECEIVER_KEYS: dict[str, tuple[str, Callable[[str], object]]] = {
     "stop-grace": ("stop_grace", _integer(0)),
 }
 # Keys that are not one Settings field each.
-_RECEIVER_ONLY = frozenset({"profile", "free-space-reserve"})
+_RECEIVER_ONLY = frozenset({"profile", "free-space-reserve", "default-policy"})
+_PEER_KEYS = frozenset(
+    {"calling-aetitle", "addresses", "called-aetitles", "profile", "max-associations"}
+)
 _LOGGING_KEYS: dict[str, tuple[str, Callable[[str], object]]] = {
     "level": ("log_level", _enum(LogLevel)),
     "destination": ("log_destination", _log_destination),
@@ -405,17 +414,85 @@ def _asconfig_profile(reader: _Reader, section: str, name: str) -> Profile:
 def _profiles(reader: _Reader) -> dict[str, Profile]:
     profiles = {}
     for section in reader.parser.sections():
-        kind, _, name = section.partition(" ")
-        if kind != "profile":
+        if section.partition(" ")[0] != "profile":
             continue
-        name = name.strip()
-        if not name or " " in name:
-            raise reader.error(section, None, f"[{section}]: a profile name is one word")
+        name = _named(reader, section, "profile")
         if _ASCONFIG_KEYS & set(reader.parser[section]):
             profiles[name] = _asconfig_profile(reader, section, name)
         else:
             profiles[name] = _listed_profile(reader, section, name)
     return profiles
+
+
+# --- access control ----------------------------------------------------------------------
+
+
+def _named(reader: _Reader, section: str, kind: str) -> str:
+    name = section.partition(" ")[2].strip()
+    if not _NAME.fullmatch(name):
+        raise reader.error(
+            section, None, f"[{section}]: a {kind} name is one word of letters, digits, - and _"
+        )
+    return name
+
+
+def _networks(reader: _Reader, section: str) -> tuple[Network, ...]:
+    networks = []
+    for item in _items(reader.parser[section].get("addresses", "")):
+        try:
+            networks.append(ipaddress.ip_network(item, strict=False))
+        except ValueError:
+            raise reader.error(
+                section, "addresses", f"addresses: not an IP address or CIDR range: '{item}'"
+            ) from None
+    return tuple(networks)
+
+
+def _peer(reader: _Reader, section: str, profiles: Mapping[str, Profile]) -> PeerRule:
+    reader.check_keys(section, _PEER_KEYS)
+    values = reader.parser[section]
+    calling = values.get("calling-aetitle")
+    called = _items(values.get("called-aetitles", ""))
+    for key, titles in (
+        ("calling-aetitle", [calling] if calling else []),
+        ("called-aetitles", called),
+    ):
+        for title in titles:
+            try:
+                _aetitle(title)
+            except ValueError as exc:
+                raise reader.error(section, key, f"{key}: {exc}") from None
+    profile = values.get("profile")
+    if profile is not None and profile not in profiles and profile != DEFAULT_PROFILE:
+        raise reader.error(section, "profile", f"profile: no [profile {profile}] section")
+    limit = None
+    if "max-associations" in values:
+        try:
+            limit = _integer(1)(values["max-associations"])
+        except ValueError as exc:
+            raise reader.error(section, "max-associations", f"max-associations: {exc}") from None
+    return PeerRule(
+        name=_named(reader, section, "peer"),
+        calling_aetitle=calling or None,
+        networks=_networks(reader, section),
+        called_aetitles=tuple(called),
+        profile=profile,
+        max_associations=limit,
+    )
+
+
+def _access(reader: _Reader, profiles: Mapping[str, Profile]) -> AccessPolicy:
+    rules = tuple(
+        _peer(reader, section, profiles)
+        for section in reader.parser.sections()
+        if section.partition(" ")[0] == "peer"
+    )
+    default = reader.parser.get("receiver", "default-policy", fallback="accept")
+    if default not in ("accept", "reject"):
+        raise reader.error(
+            "receiver", "default-policy", f"default-policy: '{default}' is not accept or reject"
+        )
+    return AccessPolicy(rules, accept_unknown=default == "accept")
 
 
 # --- the file ----------------------------------------------------------------------------
@@ -425,9 +502,14 @@ def parse(text: str, path: str) -> Config:
     """Check an INI document; raise ConfigError on the first problem found."""
     reader = _Reader(path, text)
     for section in reader.parser.sections():
-        if section not in ("receiver", "logging") and not section.startswith("profile "):
+        if section not in ("receiver", "logging") and section.partition(" ")[0] not in (
+            "profile",
+            "peer",
+        ):
             raise reader.error(
-                section, None, f"unknown section [{section}] (receiver, logging, profile NAME)"
+                section,
+                None,
+                f"unknown section [{section}] (receiver, logging, profile NAME, peer NAME)",
             )
     if reader.parser.has_section("receiver"):
         reader.check_keys("receiver", frozenset(_RECEIVER_KEYS) | _RECEIVER_ONLY)
@@ -462,7 +544,14 @@ def parse(text: str, path: str) -> Config:
         raise reader.error(
             "receiver", "profile", f"profile: no [profile {chosen}] section in this file"
         )
-    return Config(path, settings, profile, profiles)
+    access = _access(reader, profiles)
+    named = {rule.profile for rule in access.rules if rule.profile is not None}
+    peer_profiles = {
+        name: profiles.get(name) or all_storage_profile(DEFAULT_PROFILE) for name in named
+    }
+    return Config(
+        path, dataclasses.replace(settings, access=access), profile, profiles, peer_profiles
+    )
 
 
 def load(path: str | Path) -> Config:

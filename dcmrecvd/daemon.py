@@ -24,6 +24,7 @@ from pathlib import Path
 from types import FrameType
 
 from dcmrecvd import __version__, asconfig, config, logs, systemd
+from dcmrecvd.access import Admission
 from dcmrecvd.scp import Receiver, check_output_directory
 from dcmrecvd.server import Listener, Serving
 from dcmrecvd.settings import DCMTK_CONTEXT_LIST_LIMIT, Settings
@@ -252,6 +253,7 @@ class Service:
         self.listener = listener
         self.notifier = notifier
         self.stats = Stats()
+        self.admission = Admission()
         self.current = self._serving(loaded)
         # Only at start: later, the temporary files in the spool are ours, in use.
         self.current.receiver.sweep_spool()
@@ -259,7 +261,14 @@ class Service:
         self._signals: queue.SimpleQueue[int] = queue.SimpleQueue()
 
     def _serving(self, loaded: config.Config) -> Serving:
-        return Serving(Receiver(loaded.settings, loaded.profile, self.stats), self.listener)
+        receiver = Receiver(
+            loaded.settings,
+            loaded.profile,
+            peer_profiles=loaded.peer_profiles,
+            stats=self.stats,
+            admission=self.admission,
+        )
+        return Serving(receiver, self.listener)
 
     def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
         self._signals.put(signum)  # SimpleQueue.put is safe in a signal handler

@@ -13,6 +13,7 @@ import socket
 import threading
 import time
 import weakref
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
@@ -44,6 +45,7 @@ from pynetdicom.service_class import ServiceClass, StorageServiceClass
 from pynetdicom.sop_class import uid_to_service_class
 
 from dcmrecvd import (
+    access,
     asconfig,
     dispatch,
     dumps,
@@ -201,15 +203,29 @@ class _Association:
     negotiation: dumps.Negotiation | None = None
     # Set when the abort is ours or has been logged: DCMTK logs only a peer's abort, once.
     abort_said: bool = False
+    # The admission to give back when the connection closes.
+    admitted: access.Decision | None = None
 
 
 class Receiver:
     """One storage SCP: its AE, its profile and its event handlers."""
 
-    def __init__(self, settings: Settings, profile: Profile, stats: Stats | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        profile: Profile,
+        *,
+        peer_profiles: Mapping[str, Profile] | None = None,
+        stats: Stats | None = None,
+        admission: access.Admission | None = None,
+    ) -> None:
+        """`peer_profiles` are the profiles that [peer] rules name; `stats` and
+        `admission` outlive a receiver when a reload replaces it."""
         self.settings = settings
         self.profile = profile
+        self.peer_profiles = dict(peer_profiles or {})
         self.stats = stats or Stats()
+        self.admission = admission or access.Admission()
         self.ae = AE(ae_title=settings.aetitle)
         self.ae.implementation_class_uid = filemeta.IMPLEMENTATION_CLASS_UID
         self.ae.implementation_version_name = filemeta.IMPLEMENTATION_VERSION_NAME
@@ -220,13 +236,15 @@ class Receiver:
         self.ae.acse_timeout = settings.acse_timeout
         self.ae.dimse_timeout = settings.dimse_timeout
         self.ae.network_timeout = settings.dimse_timeout or DEFAULT_NETWORK_TIMEOUT
-        self.ae.maximum_associations = settings.max_associations
+        # Admission counts associations itself, across reloads (pynetdicom counts per AE).
+        self.ae.maximum_associations = 2**31 - 1
         self.namer = naming.FileNamer(settings.naming, settings.extension, int(time.time()))
         self.spool = storage.spool_directory(settings.output_dir)
         self.reserve = Reserve(
             settings.free_space_reserve_bytes, settings.free_space_reserve_percent
         )
-        register_storage_classes(profile)
+        for served in (profile, *self.peer_profiles.values()):
+            register_storage_classes(served)
 
     def handlers(self) -> list[EventHandlerType]:
         return [
@@ -236,6 +254,7 @@ class Receiver:
             (evt.EVT_RELEASED, self._on_released),
             (evt.EVT_ABORTED, self._on_aborted),
             (evt.EVT_CONN_CLOSE, streaming.on_connection_closed),
+            (evt.EVT_CONN_CLOSE, self._on_closed),
             (evt.EVT_C_ECHO, self._on_echo),
             (evt.EVT_C_STORE, self._on_store),
         ]
@@ -271,8 +290,13 @@ class Receiver:
         except OSError:
             return address
 
-    def _reject(self, event: Event, rsd: tuple[int, int, int], reason: str) -> None:
-        LOG.info("Refusing Association (%s)", reason, extra={"REJECT_REASON": reason})
+    def _reject(self, event: Event, rsd: tuple[int, int, int], reason: str, why: str = "") -> None:
+        LOG.info(
+            "Refusing Association (%s)%s",
+            reason,
+            f": {why}" if why else "",
+            extra={"REJECT_REASON": reason},
+        )
         event.assoc.acse.send_reject(*rsd)
         # Without kill() the reactor closes the socket before the DUL thread has sent
         # the A-ASSOCIATE-RJ (pynetdicom 3.0).
@@ -309,13 +333,24 @@ class Receiver:
             )
             self._reject(event, REJECT_CALLED_AE_TITLE, "called AE title not recognized")
             return
+        decision = self.admission.admit(
+            self.settings.access, self.settings.max_associations, (calling, called, address)
+        )
+        if decision.rejection is not None:
+            rejection = decision.rejection
+            self._reject(event, rejection.rsd, rejection.text, decision.why)
+            return
+        info.admitted = decision
         shortfall = self.reserve.shortfall(self.settings.output_dir)
         if shortfall is not None:
             LOG.warning("%s", shortfall)
             self._reject(event, REJECT_LOCAL_LIMIT_EXCEEDED, "local limit exceeded")
             return
-        outcome = representable(negotiate(self.profile, proposed, roles))
-        info.negotiation = _answered(negotiation, outcome, self.profile)
+        profile = self.profile
+        if decision.rule is not None and decision.rule.profile is not None:
+            profile = self.peer_profiles[decision.rule.profile]
+        outcome = representable(negotiate(profile, proposed, roles))
+        info.negotiation = _answered(negotiation, outcome, profile)
         if not outcome.accepted:
             LOG.info("No Acceptable Presentation Contexts")
             self._dump(dumps.dump(info.negotiation, dumps.Pdu.RJ))
@@ -325,9 +360,15 @@ class Receiver:
             return
         streaming.install(event.assoc, self._sink)
         dispatch.install(event.assoc, self._refuse_request)
-        self._apply(event, outcome)
+        self._apply(event, outcome, profile)
 
-    def _apply(self, event: Event, outcome: Outcome) -> None:
+    def _on_closed(self, event: Event) -> None:
+        info = self._associations.get(event.assoc)
+        if info is not None and info.admitted is not None:
+            self.admission.leave(info.admitted)
+            info.admitted = None
+
+    def _apply(self, event: Event, outcome: Outcome, profile: Profile) -> None:
         """Make pynetdicom's answer carry DCMTK's roles and extended negotiation."""
         acceptor = event.assoc.acceptor
         refused = frozenset(
@@ -335,9 +376,10 @@ class Receiver:
             for c in outcome.contexts
             if c.result is Result.ABSTRACT_SYNTAX_NOT_SUPPORTED
         )
-        if refused:
-            # Refusals for roles: the abstract syntax left out of this association's copy.
-            acceptor.supported_contexts = pynetdicom_contexts(self.profile, refused)
+        if refused or profile is not self.profile:
+            # The server's contexts are self.profile's. A peer's own profile, and refusals
+            # for roles (the abstract syntax left out), go in this association's copy.
+            acceptor.supported_contexts = pynetdicom_contexts(profile, refused)
         for reply in outcome.role_replies:
             item = SCP_SCU_RoleSelectionNegotiation()
             item.sop_class_uid = reply.sop_class_uid

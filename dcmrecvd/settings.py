@@ -7,8 +7,10 @@ Settings; the receiver reads nothing else.
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+
+from dcmrecvd.access import AccessPolicy
 
 
 class SubdirMode(enum.Enum):
@@ -104,3 +106,5 @@ class Settings:
     # dcmrecvd: where log lines go: auto (the journal under systemd, syslog when
     # detached, else stderr), stderr, journal, syslog, or the path of a file.
     log_destination: str = "auto"
+    # dcmrecvd: per-peer rules and what unknown peers get (dcmrecv accepts every peer).
+    access: AccessPolicy = field(default_factory=AccessPolicy)

@@ -425,6 +425,29 @@ def test_reload_under_load(tmp_path: Path) -> None:
     assert "dcmrecvd.conf:2: port: not a whole number: 'many'" in daemon.log()
 
 
+def test_reload_changes_who_may_store(tmp_path: Path) -> None:
+    port = free_port()
+    out = tmp_path / "in"
+    out.mkdir()
+    ct01 = "[peer ct01]\ncalling-aetitle = CT01\n"
+    with dcmrecvd(tmp_path, conf(port, out, ct01)) as daemon:
+        stranger = requestor(port, [dicomgen.CT], calling="MR99")
+        assert stranger.is_established
+        stranger.release()
+        daemon.conf.write_text(conf(port, out, ct01, default_policy="reject"))
+        daemon.proc.send_signal(signal.SIGHUP)
+        daemon.notify.wait_for(lambda m: m.get("RELOADING") == "1")
+        daemon.notify.wait_for(lambda m: m.get("READY") == "1")
+        assert requestor(port, [dicomgen.CT], calling="MR99").is_rejected
+        known = requestor(port, [dicomgen.CT], calling="CT01")
+        assert known.is_established
+        known.release()
+        assert daemon.stop() == 0
+    assert "MR99 from 127.0.0.1: no [peer] rule matches and default-policy = reject" in (
+        daemon.log()
+    )
+
+
 def test_stop_lets_an_association_in_progress_finish(tmp_path: Path) -> None:
     port = free_port()
     out = tmp_path / "in"
