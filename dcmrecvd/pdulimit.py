@@ -1,17 +1,28 @@
-"""Refuse a PDU longer than the receiver is willing to hold.
+"""Bound what reading one PDU may cost the receiver: its length and its time.
 
-Workaround for a pynetdicom 3.0 limit, kept in this one module: the DUL reads every PDU
-whole into memory at the length the peer announces (DULServiceProvider._read_pdu_data),
-never checked against the maximum PDU length we negotiated, so a single hostile
-P-DATA-TF PDU of 1 GiB would be held in memory whole despite streaming.py.
-AssociationSocket.recv is where every PDU body is read; the subclass refuses a read
-longer than the limit before it allocates anything, and pynetdicom treats the OSError as
-a closed connection (Evt17): the association ends and its partial dataset is discarded.
+Workaround for two pynetdicom 3.0 limits, kept in this one module, both in how the DUL
+reads a PDU (DULServiceProvider._read_pdu_data: a 6-byte header, then the body):
+- it reads the body whole into memory at the length the peer announces, never checked
+  against the maximum PDU length we negotiated, so a single hostile P-DATA-TF PDU of
+  1 GiB would be held in memory whole despite streaming.py;
+- it reads on a blocking socket with no timeout, so a peer that stops in the middle of
+  a PDU (or sends a byte now and then) holds the DUL thread in recv() for ever: the
+  ACSE timeout and the idle timer only act between PDUs, and the association's threads,
+  its socket and its place under the association limit are never freed.
+AssociationSocket.recv is where every PDU is read; the subclass refuses a read longer
+than the limit before it allocates anything, and ends a read that overruns its
+deadline. pynetdicom treats either OSError as a closed connection (Evt17): the
+association ends and its partial dataset is discarded.
+
+Deadlines, as DCMTK's dcmrecv cuts slow peers: until the association is established,
+the whole request must arrive within the ACSE timeout (-ta) of the connection; after
+that, each PDU must arrive whole within the network timeout of its first byte.
 """
 
 from __future__ import annotations
 
 import errno
+import time
 
 from pynetdicom.transport import AssociationSocket
 
@@ -19,11 +30,18 @@ from pynetdicom.transport import AssociationSocket
 # length, which only bounds P-DATA-TF; this much is always allowed.
 MINIMUM_LIMIT = 1024 * 1024
 
+# PS3.8 9.3.1: type, reserved, 32-bit length. pynetdicom reads it alone, then the body.
+_PDU_HEADER = 6
+# Bytes asked of the kernel per recv(); the read ends sooner if the PDU does.
+_CHUNK = 64 * 1024
+
 
 class LimitedSocket(AssociationSocket):
-    """An AssociationSocket that refuses reads over `_limit` bytes (installed by class swap)."""
+    """An AssociationSocket with bounded PDU reads (installed by class swap)."""
 
     _limit: int
+    _opened: float
+    _pdu_deadline: float | None
 
     def recv(self, nr_bytes: int) -> bytearray:
         if nr_bytes > self._limit:
@@ -31,7 +49,40 @@ class LimitedSocket(AssociationSocket):
                 errno.EMSGSIZE,
                 f"PDU of {nr_bytes} bytes exceeds the receiver's limit of {self._limit} bytes",
             )
-        return super().recv(nr_bytes)
+        return self._read(nr_bytes, self._deadline(nr_bytes))
+
+    def _deadline(self, nr_bytes: int) -> float | None:
+        assoc = self.assoc
+        if not assoc.is_established:
+            return self._opened + assoc.acse_timeout if assoc.acse_timeout else None
+        if nr_bytes == _PDU_HEADER or self._pdu_deadline is None:
+            timeout = assoc.network_timeout
+            self._pdu_deadline = time.monotonic() + timeout if timeout else None
+        return self._pdu_deadline
+
+    def _read(self, nr_bytes: int, deadline: float | None) -> bytearray:
+        """Up to `nr_bytes` (fewer if the peer closes); TimeoutError past `deadline`."""
+        sock = self.socket
+        assert sock is not None  # pynetdicom reads only from an open socket
+        data = bytearray()
+        previous = sock.gettimeout()
+        try:
+            while len(data) < nr_bytes:
+                if deadline is not None:
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        raise TimeoutError(
+                            errno.ETIMEDOUT,
+                            f"peer sent {len(data)} of {nr_bytes} bytes before the timeout",
+                        )
+                    sock.settimeout(remaining)
+                chunk = sock.recv(min(_CHUNK, nr_bytes - len(data)))
+                if not chunk:
+                    break  # closed: pynetdicom sees the short read
+                data += chunk
+        finally:
+            sock.settimeout(previous)
+        return data
 
 
 def limit_for(max_pdu: int) -> int | None:
@@ -43,6 +94,8 @@ def install(assoc: object, limit: int) -> None:
     """Bound the PDUs `assoc` reads; call on EVT_CONN_OPEN, before anything is read."""
     sock = assoc.dul.socket  # type: ignore[attr-defined]
     sock._limit = limit
+    sock._opened = time.monotonic()
+    sock._pdu_deadline = None
     # The socket is created by pynetdicom's request handler; a class swap is the only
     # way to give it our recv.
     sock.__class__ = LimitedSocket
