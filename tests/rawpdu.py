@@ -101,15 +101,16 @@ def _item(kind: int, body: bytes) -> bytes:
     return struct.pack(">BBH", kind, 0, len(body)) + body
 
 
-def _ae(title: str) -> bytes:
-    return title.encode("latin-1")[:16].ljust(16, b" ")
+def _ae(title: str | bytes) -> bytes:
+    raw = title.encode("latin-1") if isinstance(title, str) else title
+    return raw[:16].ljust(16, b" ")
 
 
 def associate_rq(
     contexts: Iterable[tuple[int, str, tuple[str, ...]]] = ((1, CT, (EXPLICIT,)),),
     *,
     called: str = "ANY-SCP",
-    calling: str = "FUZZER",
+    calling: str | bytes = "FUZZER",
     max_pdu: int = 16384,
 ) -> bytes:
     """An A-ASSOCIATE-RQ proposing (context id, abstract syntax, transfer syntaxes)."""
@@ -176,18 +177,45 @@ def command_set(
     return _element(0x0000, 0x0000, struct.pack("<L", len(body))) + body
 
 
-def explicit_dataset(sop_instance: str, payload: bytes = b"\x01\x02") -> bytes:
-    """A small Explicit VR Little Endian CT dataset (SOP Class/Instance, Modality, pixels)."""
+def explicit_dataset(
+    sop_instance: str | bytes, payload: bytes = b"\x01\x02", *, series_date: bytes | None = None
+) -> bytes:
+    """A small Explicit VR Little Endian CT dataset: SOP Class/Instance, Series Date, pixels.
 
-    def short(group: int, element: int, vr: bytes, value: bytes) -> bytes:
-        return struct.pack("<HH", group, element) + vr + struct.pack("<H", len(value)) + value
+    Values go out as given, so they may hold bytes no toolkit would encode.
+    """
 
-    data = short(0x0008, 0x0016, b"UI", _ui(CT))
-    data += short(0x0008, 0x0018, b"UI", _ui(sop_instance))
-    data += short(0x0008, 0x0060, b"CS", b"OT")
+    def short(element: int, vr: bytes, value: bytes) -> bytes:
+        return struct.pack("<HH", 0x0008, element) + vr + struct.pack("<H", len(value)) + value
+
+    data = short(0x0016, b"UI", _ui(CT))
+    data += short(0x0018, b"UI", _ui(sop_instance))
+    if series_date is not None:
+        data += short(0x0021, b"DA", series_date + b" " * (len(series_date) % 2))
+    data += short(0x0060, b"CS", b"OT")
     padded = payload + b"\0" * (len(payload) % 2)
     data += struct.pack("<HH", 0x7FE0, 0x0010) + b"OB\0\0" + struct.pack("<L", len(padded))
     return data + padded
+
+
+def response_status(answer: tuple[int, bytes] | None) -> int | None:
+    """The Status (0000,0900) of a DIMSE response in one P-DATA-TF PDU, else None."""
+    if answer is None or answer[0] != P_DATA_TF:
+        return None
+    body = answer[1]
+    offset = 0
+    while offset + 6 <= len(body):
+        (length,) = struct.unpack_from(">L", body, offset)
+        data = body[offset + 6 : offset + 4 + length]
+        offset += 4 + length
+        at = 0
+        while at + 8 <= len(data):
+            group, element, size = struct.unpack_from("<HHL", data, at)
+            if (group, element) == (0x0000, 0x0900) and size == 2:
+                status: int = struct.unpack_from("<H", data, at + 8)[0]
+                return status
+            at += 8 + size
+    return None
 
 
 class Peer:
@@ -232,6 +260,17 @@ class Peer:
             return False
         answer = self.read_pdu()
         return answer is not None and answer[0] == ASSOCIATE_AC
+
+    def store(
+        self, context_id: int, sop_instance: str | bytes | None, dataset: bytes
+    ) -> int | None:
+        """Send a C-STORE-RQ and its dataset; the response status, None if none came."""
+        command = command_set(C_STORE_RQ, sop_instance=sop_instance)
+        pdus = [p_data(pdv(context_id, COMMAND | LAST, command))]
+        pdus += dataset_pdus(context_id, dataset)
+        if not self.send(b"".join(pdus)):
+            return None
+        return response_status(self.read_pdu(timeout=10.0))
 
     def is_open(self) -> bool:
         """True if the receiver has neither closed nor reset the connection (no waiting)."""
