@@ -1,0 +1,393 @@
+"""The built .deb and .rpm in a booted Debian 12, driven as a PACS admin would.
+
+Root only. scripts/e2e-rootfs debootstraps the tree once and caches it outside the
+repository; each package gets a fresh copy of it. The .deb is installed with apt in the
+booted container; the .rpm with `rpm --root` into the copy before it boots (Debian's
+rpm, inside the container, upgrades and removes it). DCMTK's echoscu and storescu run
+on the host and reach the container over 127.0.0.1: a drop-in moves dcmrecvd.socket
+from port 104 to a free port there.
+
+The tests of one package run in file order on one container: each step starts from
+where the one before left the system (installed, started, reloaded, upgraded...).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests import dicomgen
+from tests.conftest import free_port
+from tests.e2e.container import CLEAN_PATH, Container, booted, wait_for
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.e2e,
+    pytest.mark.skipif(os.geteuid() != 0, reason="debootstrap and systemd-nspawn need root"),
+]
+
+ROOT = Path(__file__).parents[2]
+CONF = "/etc/dcmrecvd/dcmrecvd.conf"
+DATA = "/var/lib/dcmrecvd"
+CALLING = "E2ESCU"
+# The watchdog interval of the test drop-in: short, so that the watchdog test is quick.
+WATCHDOG_SEC = 3
+SERIES = [f"1.2.826.0.1.3680043.10.1017.{n}" for n in range(1, 6)]
+TIMEOUT = 60.0
+
+
+@dataclass(frozen=True)
+class Packages:
+    version: str
+    first: Path  # release 1
+    second: Path  # release 2 of the same version, for the upgrade
+
+
+@dataclass(frozen=True)
+class Installed:
+    kind: str  # "deb" or "rpm"
+    box: Container
+    port: int
+    packages: Packages
+
+
+def _host(*argv: str, timeout: float = 900.0) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run(
+        argv,
+        env={"PATH": CLEAN_PATH, "HOME": os.environ.get("HOME", "/root")},
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    assert result.returncode == 0, f"{argv} failed:\n{result.stdout}\n{result.stderr}"
+    return result
+
+
+@pytest.fixture(scope="session")
+def packages(tmp_path_factory: pytest.TempPathFactory) -> Packages:
+    """Releases 1 and 2 of the .deb and the .rpm, built by scripts/package."""
+    built = tmp_path_factory.mktemp("packages")
+    for release in ("1", "2"):
+        _host(str(ROOT / "scripts/package"), "--release", release, "--outdir", str(built / release))
+    debs = sorted((built / "1").glob("dcmrecvd_*_all.deb"))
+    assert len(debs) == 1, debs
+    version = debs[0].name.split("_")[1].rsplit("-", 1)[0]
+    return Packages(version, built / "1", built / "2")
+
+
+@pytest.fixture(scope="session")
+def base_tree() -> Path:
+    return Path(_host(str(ROOT / "scripts/e2e-rootfs")).stdout.strip())
+
+
+def _drop_ins(tree: Path, port: int) -> None:
+    units = tree / "etc/systemd/system"
+    (units / "dcmrecvd.socket.d").mkdir(parents=True)
+    (units / "dcmrecvd.socket.d/e2e.conf").write_text(
+        f"[Socket]\nListenStream=\nListenStream=127.0.0.1:{port}\n"
+    )
+    (units / "dcmrecvd.service.d").mkdir(parents=True)
+    (units / "dcmrecvd.service.d/e2e.conf").write_text(f"[Service]\nWatchdogSec={WATCHDOG_SEC}\n")
+    # logind needs D-Bus, which the tree does not have.
+    (units / "systemd-logind.service").symlink_to("/dev/null")
+
+
+def _rpm_file(directory: Path) -> str:
+    found = sorted(directory.glob("dcmrecvd-*.rpm"))
+    assert len(found) == 1, found
+    return found[0].name
+
+
+def _deb_file(directory: Path) -> str:
+    found = sorted(directory.glob("dcmrecvd_*_all.deb"))
+    assert len(found) == 1, found
+    return found[0].name
+
+
+@pytest.fixture(scope="module", params=["deb", "rpm"])
+def installed(
+    request: pytest.FixtureRequest, packages: Packages, base_tree: Path
+) -> Iterator[Installed]:
+    """A booted copy of the tree with release 1 of the package installed."""
+    kind: str = request.param
+    work = Path(tempfile.mkdtemp(prefix=f"run-{kind}-", dir=base_tree.parent))
+    try:
+        tree = work / "tree"
+        _host("cp", "-a", "--reflink=auto", str(base_tree), str(tree))
+        port = free_port()
+        _drop_ins(tree, port)
+        if kind == "rpm":
+            rpm = ["rpm", f"--root={tree}", "--dbpath=/var/lib/rpm"]
+            _host(*rpm, "--initdb")
+            # --nodeps: Debian's rpm database lists no Debian package.
+            _host(*rpm, "-i", "--nodeps", str(packages.first / _rpm_file(packages.first)))
+        binds = {packages.first: "/mnt/first", packages.second: "/mnt/second"}
+        with booted(tree, binds, work / "console.log") as box:
+            if kind == "deb":
+                box.run("apt-get", "install", "-y", f"/mnt/first/{_deb_file(packages.first)}")
+            yield Installed(kind, box, port, packages)
+    finally:
+        shutil.rmtree(work)
+
+
+# --- helpers -----------------------------------------------------------------------------
+
+
+def _dcmtk(tool: str) -> str:
+    path = shutil.which(tool, path="/usr/bin")
+    if path is None:
+        pytest.fail(f"DCMTK's {tool} is missing: run scripts/bootstrap")
+    return path
+
+
+def echo(port: int, called: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [_dcmtk("echoscu"), "-aet", CALLING, "-aec", called, "127.0.0.1", str(port)],
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+        check=False,
+    )
+
+
+def refused(port: int) -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(5)
+        try:
+            sock.connect(("127.0.0.1", port))
+        except ConnectionRefusedError:
+            return True
+    return False
+
+
+def journal(box: Container) -> list[dict[str, object]]:
+    out = box.run("journalctl", "--unit=dcmrecvd", "--output=json", "--no-pager").stdout
+    return [json.loads(line) for line in out.splitlines() if line.strip()]
+
+
+def wait_active(box: Container) -> None:
+    def active() -> bool | None:
+        states = {box.show(u, "ActiveState") for u in ("dcmrecvd.socket", "dcmrecvd.service")}
+        return True if states == {"active"} else None
+
+    wait_for("dcmrecvd.socket and dcmrecvd.service to be active", active, TIMEOUT)
+
+
+def passwd_entry(box: Container, user: str) -> list[str] | None:
+    for line in box.path("/etc/passwd").read_text().splitlines():
+        fields = line.split(":")
+        if fields[0] == user:
+            return fields
+    return None
+
+
+def received(box: Container) -> dict[str, Path]:
+    """The stored files of SERIES, by SOP Instance UID."""
+    found = {}
+    for path in box.path(DATA).rglob("*"):
+        for uid in SERIES:
+            if path.is_file() and uid in path.name:
+                found[uid] = path
+    return found
+
+
+# --- the steps, in order -----------------------------------------------------------------
+
+
+def test_installed_units_verify_without_output(installed: Installed) -> None:
+    result = installed.box.run(
+        "systemd-analyze",
+        "verify",
+        # The tree has no man-db; the pages are checked below.
+        "--man=no",
+        "dcmrecvd.socket",
+        "dcmrecvd.service",
+        check=False,
+    )
+    assert result.stdout + result.stderr == "", result.stdout + result.stderr
+    assert result.returncode == 0
+    for page in ("man1/dcmrecv.1", "man5/dcmrecvd.conf.5", "man8/dcmrecvd.8"):
+        pages = list(installed.box.path("/usr/share/man").glob(f"{page}*"))
+        assert pages, page
+
+
+def test_systemctl_start_serves_on_the_socket(installed: Installed) -> None:
+    box = installed.box
+    box.run("systemctl", "start", "dcmrecvd")
+    wait_active(box)
+    result = echo(installed.port, "DCMRECVD")
+    assert result.returncode == 0, result.stderr
+    # The service runs as its own user, without capabilities.
+    assert box.show("dcmrecvd.service", "User") == "dcmrecvd"
+    pid = box.show("dcmrecvd.service", "MainPID")
+    status = box.run("cat", f"/proc/{pid}/status").stdout
+    assert re.search(r"^CapEff:\s+0+$", status, re.MULTILINE), status
+
+
+def test_storescu_stores_a_series_owned_by_dcmrecvd(installed: Installed, tmp_path: Path) -> None:
+    files = [
+        dicomgen.write(dicomgen.Spec(dicomgen.CT, uid), tmp_path / f"{n}.dcm")
+        for n, uid in enumerate(SERIES)
+    ]
+    result = subprocess.run(
+        [
+            _dcmtk("storescu"),
+            "-aet",
+            CALLING,
+            "-aec",
+            "DCMRECVD",
+            "127.0.0.1",
+            str(installed.port),
+            *map(str, files),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    stored = received(installed.box)
+    assert sorted(stored) == sorted(SERIES)
+    user = passwd_entry(installed.box, "dcmrecvd")
+    assert user is not None
+    for path in stored.values():
+        info = path.stat()
+        assert (info.st_uid, info.st_gid) == (int(user[2]), int(user[3])), path
+        assert info.st_mode & 0o777 == 0o640, path
+
+
+def test_journal_entries_come_from_the_unit(installed: Installed) -> None:
+    entries = wait_for(
+        "dcmrecvd's own journal entries",
+        lambda: (
+            [e for e in journal(installed.box) if e.get("SYSLOG_IDENTIFIER") == "dcmrecvd"] or None
+        ),
+    )
+    assert {e.get("_SYSTEMD_UNIT") for e in entries} == {"dcmrecvd.service"}
+    assert any("listening" in str(e.get("MESSAGE")) for e in entries), entries
+
+
+def test_journal_carries_the_calling_ae_title(installed: Installed) -> None:
+    entries = journal(installed.box)
+    tagged = [e for e in entries if e.get("DICOM_CALLING_AET") == CALLING]
+    assert tagged, [e.get("MESSAGE") for e in entries]
+    assert all(e.get("_SYSTEMD_UNIT") == "dcmrecvd.service" for e in tagged)
+
+
+def test_systemctl_status_shows_the_status_line(installed: Installed) -> None:
+    text = installed.box.show("dcmrecvd.service", "StatusText")
+    # The daemon's own wording may change; it names the AE title and the port.
+    assert "DCMRECVD" in text and str(installed.port) in text, text
+    status = installed.box.run("systemctl", "status", "--no-pager", "dcmrecvd").stdout
+    assert f'Status: "{text}"' in status, status
+
+
+def test_reload_applies_the_changed_ini(installed: Installed) -> None:
+    box = installed.box
+    before = box.show("dcmrecvd.service", "MainPID")
+    conf = box.path(CONF)
+    text = conf.read_text()
+    assert "aetitle = DCMRECVD\n" in text
+    conf.write_text(
+        text.replace("aetitle = DCMRECVD\n", "aetitle = E2ERECV\n").replace(
+            "check-called-aetitle = no\n", "check-called-aetitle = yes\n"
+        )
+    )
+    box.run("systemctl", "reload", "dcmrecvd")
+    # Reload is synchronous: the new configuration is in force when systemctl returns.
+    assert echo(installed.port, "DCMRECVD").returncode != 0
+    result = echo(installed.port, "E2ERECV")
+    assert result.returncode == 0, result.stderr
+    assert box.show("dcmrecvd.service", "MainPID") == before
+    wait_for(
+        "the status line to name the new AE title",
+        lambda: True if "E2ERECV" in box.show("dcmrecvd.service", "StatusText") else None,
+    )
+
+
+def test_watchdog_restarts_a_stopped_daemon(installed: Installed) -> None:
+    box = installed.box
+    pid = box.show("dcmrecvd.service", "MainPID")
+    # kill -STOP 0 would stop our own process group, on the host too.
+    assert int(pid) > 1, f"no main process to stop: MainPID={pid}"
+    restarts = int(box.show("dcmrecvd.service", "NRestarts"))
+    box.run("kill", "-STOP", pid)
+
+    def restarted() -> bool | None:
+        if int(box.show("dcmrecvd.service", "NRestarts")) <= restarts:
+            return None
+        new = box.show("dcmrecvd.service", "MainPID")
+        active = box.show("dcmrecvd.service", "ActiveState") == "active"
+        return True if active and new not in ("0", pid) else None
+
+    wait_for("the watchdog restart", restarted, WATCHDOG_SEC * 10)
+    messages = [str(e.get("MESSAGE")) for e in journal(box)]
+    assert any("Watchdog timeout" in m for m in messages), messages
+    result = echo(installed.port, "E2ERECV")
+    assert result.returncode == 0, result.stderr
+
+
+def test_upgrade_keeps_the_modified_conffile(installed: Installed) -> None:
+    box, second = installed.box, installed.packages.second
+    if installed.kind == "deb":
+        box.run(
+            "apt-get",
+            "install",
+            "-y",
+            "-o",
+            "Dpkg::Options::=--force-confdef",
+            "-o",
+            "Dpkg::Options::=--force-confold",
+            f"/mnt/second/{_deb_file(second)}",
+        )
+        version = box.run("dpkg-query", "-W", "-f=${Version}", "dcmrecvd").stdout
+    else:
+        box.run(
+            "rpm", "--dbpath=/var/lib/rpm", "-U", "--nodeps", f"/mnt/second/{_rpm_file(second)}"
+        )
+        version = box.run(
+            "rpm", "--dbpath=/var/lib/rpm", "-q", "--qf=%{VERSION}-%{RELEASE}", "dcmrecvd"
+        ).stdout
+    assert version == f"{installed.packages.version}-2"
+    assert "aetitle = E2ERECV\n" in box.path(CONF).read_text()
+    wait_active(box)
+    result = echo(installed.port, "E2ERECV")
+    assert result.returncode == 0, result.stderr
+
+
+def test_systemctl_stop_closes_the_port(installed: Installed) -> None:
+    box = installed.box
+    box.run("systemctl", "stop", "dcmrecvd")
+    for unit in ("dcmrecvd.service", "dcmrecvd.socket"):
+        assert box.show(unit, "ActiveState") == "inactive", unit
+    assert refused(installed.port)
+
+
+def test_purge_keeps_the_received_data(installed: Installed) -> None:
+    box = installed.box
+    box.run("systemctl", "start", "dcmrecvd")
+    wait_active(box)
+    if installed.kind == "deb":
+        box.run("apt-get", "purge", "-y", "dcmrecvd")
+        assert not box.path("/etc/dcmrecvd").exists()
+    else:
+        box.run("rpm", "--dbpath=/var/lib/rpm", "-e", "--nodeps", "dcmrecvd")
+        # rpm keeps a modified %config(noreplace) file as .rpmsave.
+        assert "E2ERECV" in box.path(CONF + ".rpmsave").read_text()
+        assert not box.path(CONF).exists()
+    assert not box.path("/usr/bin/dcmrecvd").exists()
+    assert refused(installed.port)
+    assert sorted(received(box)) == sorted(SERIES)
+    assert passwd_entry(box, "dcmrecvd") is not None
