@@ -50,7 +50,7 @@ ENCODABLE_UIDS = [
     "1.2/" * 16,
 ]
 # Bytes only a raw peer sends; the first two are what DCMTK's sanitiser exists for.
-RAW_UIDS = [b"..\\..\\x", b"1.2\x00.3", b"1.\xe9.2", "1.é.2".encode(), b"\xff" * 20, b"../\x00/.."]
+RAW_UIDS = [b"1.2\x00.3", b"1.\xe9.2", "1.é.2".encode(), b"\xff" * 20, b"../\x00/.."]
 HOSTILE_DATES = [
     b"2024/01/15",
     b"../../../../tmp",
@@ -164,17 +164,43 @@ def test_hostile_instance_uids_from_pynetdicom(tmp_path: Path, scheme: NamingSch
                 assert new == [f"CT.{sanitised(uid.encode())}"]
 
 
-@pytest.mark.parametrize("scheme", SCHEMES, ids=lambda s: s.value)
-def test_hostile_instance_uid_bytes_from_a_raw_peer(tmp_path: Path, scheme: NamingScheme) -> None:
-    with receiver(tmp_path, naming=scheme) as (_, port, out):
+MODES = [(scheme, StorageMode.NORMAL) for scheme in SCHEMES] + [
+    (NamingScheme.DEFAULT, StorageMode.BIT_PRESERVING)
+]
+
+
+@pytest.mark.parametrize(("scheme", "mode"), MODES, ids=lambda v: v.value)
+def test_hostile_instance_uid_bytes_from_a_raw_peer(
+    tmp_path: Path, scheme: NamingScheme, mode: StorageMode
+) -> None:
+    with receiver(tmp_path, naming=scheme, storage=mode) as (_, port, out):
         for uid in RAW_UIDS:
             before = set(final_files(out))
-            status = raw_store(port, uid, rawpdu.explicit_dataset(uid))
-            assert status == 0x0000 or status in FAILURES, (uid, status)
+            assert raw_store(port, uid, rawpdu.explicit_dataset(uid)) == 0x0000, uid
             new = sorted(set(final_files(out)) - before)
-            assert len(new) == (1 if status == 0x0000 else 0), (uid, new)
+            assert len(new) == 1, (uid, new)
             assert_contained(out, new)
-        assert_contained(out, final_files(out))
+            if scheme is NamingScheme.DEFAULT:
+                # The UID as it arrived, less its padding, every other byte made "_".
+                arrived = sanitised(uid.rstrip(b"\x00 "))
+                assert new == [f"CT.{arrived}"]
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="pydicom decodes a UI value with a backslash as a MultiValue, and "
+    "streaming.StreamingDIMSE._start takes str() of it: '..\\..\\x' names the file "
+    '"CT.__..__ _..__ _x__" (Python\'s list repr) instead of DCMTK\'s "CT..._.._x"',
+)
+@pytest.mark.parametrize("mode", [StorageMode.NORMAL, StorageMode.BIT_PRESERVING])
+def test_a_backslash_in_the_instance_uid_is_sanitised_like_any_byte(
+    tmp_path: Path, mode: StorageMode
+) -> None:
+    with receiver(tmp_path, storage=mode) as (_, port, out):
+        assert raw_store(port, b"..\\..\\x", rawpdu.explicit_dataset("1.2.3.15")) == 0x0000
+        stored = final_files(out)
+        assert_contained(out, stored)
+        assert stored == ["CT..._.._x"]
 
 
 @pytest.mark.parametrize("length", [65, 200, 300])
