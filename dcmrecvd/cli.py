@@ -39,6 +39,14 @@ from dcmrecvd.settings import (
     StorageMode,
     SubdirMode,
 )
+from dcmrecvd.tls import (
+    CrlCheck,
+    KeyFormat,
+    PeerCertificate,
+    TlsProfile,
+    TlsSettings,
+    cipher_list,
+)
 
 PROGRAM = "dcmrecv"
 DESCRIPTION = "Simple DICOM storage SCP (receiver)"
@@ -87,6 +95,11 @@ class Help:
 @dataclass(frozen=True)
 class Version:
     """--version."""
+
+
+@dataclass(frozen=True)
+class ListCiphers:
+    """+cc: print the TLS ciphersuites and exit."""
 
 
 # --- The option table: drives both the parser and --help -----------------------------
@@ -201,6 +214,145 @@ _SECTIONS = (
                 f"set max receive pdu to n bytes (default: {DEFAULTS.max_pdu})",
             ),
             _Option("--disable-host-lookup", "-dhl", help="disable hostname lookup"),
+        ),
+    ),
+    _Section("transport layer security (TLS) options:"),
+    _Section(
+        "transport protocol stack:",
+        sub=True,
+        options=(
+            _Option("--disable-tls", "-tls", help="use normal TCP/IP connection (default)"),
+            _Option(
+                "--enable-tls",
+                "+tls",
+                2,
+                "[p]rivate key file, [c]ertificate file: string",
+                "use authenticated secure TLS connection",
+            ),
+        ),
+    ),
+    _Section(
+        "private key password (only with --enable-tls):",
+        sub=True,
+        options=(
+            _Option("--std-passwd", "+ps", help="prompt user to type password on stdin (default)"),
+            _Option("--use-passwd", "+pw", 1, "[p]assword: string ", "use specified password"),
+            _Option("--null-passwd", "-pw", help="use empty string as password"),
+        ),
+    ),
+    _Section(
+        "key and certificate file format:",
+        sub=True,
+        options=(
+            _Option("--pem-keys", "-pem", help="read keys and certificates as PEM file (default)"),
+            _Option("--der-keys", "-der", help="read keys and certificates as DER file"),
+        ),
+    ),
+    _Section(
+        "certification authority:",
+        sub=True,
+        options=(
+            _Option(
+                "--add-cert-file",
+                "+cf",
+                1,
+                "[f]ilename: string",
+                "add certificate file to list of certificates",
+            ),
+            _Option(
+                "--add-cert-dir",
+                "+cd",
+                1,
+                "[d]irectory: string",
+                "add certificates in d to list of certificates",
+            ),
+            _Option(
+                "--add-crl-file",
+                "+crl",
+                1,
+                "[f]ilename: string",
+                "add certificate revocation list file\n(implies --enable-crl-vfy)",
+            ),
+            _Option("--enable-crl-vfy", "+crv", help="enable leaf CRL verification"),
+            _Option("--enable-crl-all", "+cra", help="enable full chain CRL verification"),
+        ),
+    ),
+    _Section(
+        "security profile:",
+        sub=True,
+        options=(
+            _Option(
+                "--profile-bcp195-nd",
+                "+py",
+                help="Non-downgrading BCP 195 TLS Profile (default)",
+            ),
+            _Option("--profile-bcp195", "+px", help="BCP 195 TLS Profile"),
+            _Option("--profile-bcp195-ex", "+pz", help="Extended BCP 195 TLS Profile"),
+            _Option(
+                "--profile-aes",
+                "+pa",
+                help="AES TLS Secure Transport Connection Profile\n(retired)",
+            ),
+            _Option(
+                "--profile-null",
+                "+pn",
+                help="Authenticated unencrypted communication\n(retired, was used in IHE ATNA)",
+            ),
+        ),
+    ),
+    _Section(
+        "ciphersuite:",
+        sub=True,
+        options=(
+            _Option(
+                "--list-ciphers",
+                "+cc",
+                help="show list of supported TLS ciphersuites and exit",
+            ),
+            _Option(
+                "--cipher",
+                "+cs",
+                1,
+                "[c]iphersuite name: string",
+                "add ciphersuite to list of negotiated suites\n(not with --profile-bcp195-ex)",
+            ),
+            _Option(
+                "--dhparam",
+                "+dp",
+                1,
+                "[f]ilename: string",
+                "read DH parameters for DH/DSS ciphersuites",
+            ),
+        ),
+    ),
+    _Section(
+        "pseudo random generator:",
+        sub=True,
+        options=(
+            _Option(
+                "--seed", "+rs", 1, "[f]ilename: string", "seed random generator with contents of f"
+            ),
+            _Option("--write-seed", "+ws", help="write back modified seed (only with --seed)"),
+            _Option(
+                "--write-seed-file",
+                "+wf",
+                1,
+                "[f]ilename: string (only with --seed)",
+                "write modified seed to file f",
+            ),
+        ),
+    ),
+    _Section(
+        "peer authentication:",
+        sub=True,
+        options=(
+            _Option(
+                "--require-peer-cert",
+                "-rc",
+                help="verify peer certificate, fail if absent (default)",
+            ),
+            _Option("--verify-peer-cert", "-vc", help="verify peer certificate if present"),
+            _Option("--ignore-peer-cert", "-ic", help="don't verify peer certificate"),
         ),
     ),
     _Section("output options:"),
@@ -375,6 +527,10 @@ class _CommandLine:
     options: tuple[_Occurrence, ...]
     params: tuple[str, ...]
 
+    def find_all(self, name: str) -> list[_Occurrence]:
+        """Every `name`, left to right (options that add to a list)."""
+        return [occurrence for occurrence in self.options if occurrence.name == name]
+
     def find(self, name: str, after: int = -1) -> _Occurrence | None:
         """The rightmost `name` that lies right of option number `after`."""
         for occurrence in reversed(self.options):
@@ -404,7 +560,7 @@ def _is_option(arg: str) -> bool:
     return len(arg) >= 2 and arg[0] in "+-" and arg[1] not in "0123456789"
 
 
-def _scan(args: Sequence[str]) -> _CommandLine | Help | Version:
+def _scan(args: Sequence[str]) -> _CommandLine | Help | Version | ListCiphers:
     arguments: list[str] = []
     options: list[_Occurrence] = []
     params: list[str] = []
@@ -432,6 +588,8 @@ def _scan(args: Sequence[str]) -> _CommandLine | Help | Version:
         return Help()
     if command.find("--version"):
         return Version()
+    if command.find("--list-ciphers"):
+        return ListCiphers()
     if not params:
         raise UsageError("Missing parameter port")
     if len(params) > 1:
@@ -442,7 +600,7 @@ def _scan(args: Sequence[str]) -> _CommandLine | Help | Version:
 # --- Evaluation, in the order DCMTK's dcmrecv checks its options -------------------------
 
 
-def parse(args: Sequence[str]) -> Settings | Help | Version:
+def parse(args: Sequence[str]) -> Settings | Help | Version | ListCiphers:
     """The command line (after @file expansion) -> Settings, or the action it asks for.
 
     Raises UsageError with DCMTK's message. With --log-config, the --verbose-pc check
@@ -518,6 +676,7 @@ def _settings(command: _CommandLine, logging_settings: Settings) -> Settings:
         },
     )
     extension = command.find("--filename-extension")
+    tls_settings = _tls(command)
     storage = _storage_mode(command, subdir or DEFAULTS.subdir)
     duplicates = _duplicates(command.find("--duplicates"))
     reserve_bytes = _unsigned(command.find("--reserve-bytes"), low=0)
@@ -541,6 +700,7 @@ def _settings(command: _CommandLine, logging_settings: Settings) -> Settings:
         naming=naming or DEFAULTS.naming,
         extension=DEFAULTS.extension if extension is None else extension.values[0],
         storage=storage,
+        tls=tls_settings,
         duplicates=duplicates,
         free_space_reserve_bytes=reserve_bytes or 0,
         free_space_reserve_percent=reserve_percent or 0,
@@ -556,6 +716,101 @@ def _choose(block: _Block, choices: dict[str, _T]) -> _T | None:
         if block.find(name) is not None:
             chosen = value
     return chosen
+
+
+def _tls(command: _CommandLine) -> TlsSettings | None:
+    """The TLS options, checked as DCMTK's DcmTLSOptions checks them."""
+    block = _Block(command)
+    block.find("--disable-tls")
+    enable = block.find("--enable-tls")
+
+    def needs(option: str, other: str = "--enable-tls", present: bool = enable is not None) -> None:
+        if not present:
+            raise UsageError(f"{option} only allowed with {other}")
+
+    password: str | None = None
+    block = _Block(command)
+    for name in ("--std-passwd", "--use-passwd", "--null-passwd"):
+        found = block.find(name)
+        if found is not None:
+            needs(name)
+            password = {"--std-passwd": None, "--null-passwd": ""}.get(name, "".join(found.values))
+    key_format = KeyFormat.PEM
+    block = _Block(command)
+    for name, value in (("--pem-keys", KeyFormat.PEM), ("--der-keys", KeyFormat.DER)):
+        if block.find(name) is not None:
+            needs(name)
+            key_format = value
+    lists: dict[str, tuple[Path, ...]] = {}
+    for name in ("--add-cert-file", "--add-cert-dir", "--add-crl-file"):
+        found_all = command.find_all(name)
+        if found_all:
+            needs(name)
+        lists[name] = tuple(Path(o.values[0]) for o in found_all)
+    crl_check = CrlCheck.LEAF if lists["--add-crl-file"] else CrlCheck.NONE
+    block = _Block(command)
+    for name, check in (("--enable-crl-vfy", CrlCheck.LEAF), ("--enable-crl-all", CrlCheck.CHAIN)):
+        if block.find(name) is not None:
+            needs(name)
+            crl_check = check
+    profile = TlsProfile.BCP195_ND
+    block = _Block(command)
+    for name, chosen in _TLS_PROFILES.items():
+        if block.find(name) is not None:
+            # DCMTK 3.6.7 names +pa by an older name in this one message.
+            needs("--profile-basic" if name == "--profile-aes" else name)
+            profile = chosen
+    ciphers = command.find_all("--cipher")
+    if ciphers:
+        needs("--cipher")
+        if profile is TlsProfile.BCP195_EX:
+            raise UsageError("--cipher not allowed with --profile-bcp195-ex")
+    dh = command.find("--dhparam")
+    if dh is not None:
+        needs("--dhparam")
+    seed = command.find("--seed")
+    if seed is not None:
+        needs("--seed")
+    block = _Block(command)
+    for name in ("--write-seed", "--write-seed-file"):
+        if block.find(name) is not None:
+            needs(name, "--seed", seed is not None)
+    peer = PeerCertificate.REQUIRE
+    block = _Block(command)
+    for name, mode in _PEER_CERTIFICATE.items():
+        if block.find(name) is not None:
+            needs(name)
+            peer = mode
+    if enable is None:
+        return None
+    return TlsSettings(
+        private_key=Path(enable.values[0]),
+        certificate=Path(enable.values[1]),
+        password=password,
+        key_format=key_format,
+        ca_files=lists["--add-cert-file"],
+        ca_directories=lists["--add-cert-dir"],
+        crl_files=lists["--add-crl-file"],
+        crl_check=crl_check,
+        profile=profile,
+        ciphers=tuple(o.values[0] for o in ciphers),
+        dh_parameters=None if dh is None else Path(dh.values[0]),
+        peer_certificate=peer,
+    )
+
+
+_TLS_PROFILES = {
+    "--profile-bcp195-nd": TlsProfile.BCP195_ND,
+    "--profile-bcp195": TlsProfile.BCP195,
+    "--profile-bcp195-ex": TlsProfile.BCP195_EX,
+    "--profile-aes": TlsProfile.AES,
+    "--profile-null": TlsProfile.NULL,
+}
+_PEER_CERTIFICATE = {
+    "--require-peer-cert": PeerCertificate.REQUIRE,
+    "--verify-peer-cert": PeerCertificate.VERIFY,
+    "--ignore-peer-cert": PeerCertificate.IGNORE,
+}
 
 
 def _storage_mode(command: _CommandLine, subdir: SubdirMode) -> StorageMode:
@@ -713,6 +968,9 @@ def _main(program: str, args: list[str]) -> int:
         return EXIT_OK
     if isinstance(result, Version):
         sys.stdout.write(version_text())
+        return EXIT_OK
+    if isinstance(result, ListCiphers):
+        sys.stdout.write(version_text() + "\nSupported TLS ciphersuites are:\n" + cipher_list())
         return EXIT_OK
     _start_logging(result, program, expanded)
     if result.verbose_pc and not LOG.isEnabledFor(logging.INFO):

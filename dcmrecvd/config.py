@@ -44,6 +44,7 @@ from dcmrecvd.settings import (
     StorageMode,
     SubdirMode,
 )
+from dcmrecvd.tls import CrlCheck, PeerCertificate, TlsProfile, TlsSettings
 from dcmrecvd.uidnames import is_uid, resolve_dcmtk
 
 DEFAULT_PATH = Path("/etc/dcmrecvd/dcmrecvd.conf")
@@ -424,6 +425,67 @@ def _profiles(reader: _Reader) -> dict[str, Profile]:
     return profiles
 
 
+# --- TLS -------------------------------------------------------------------------------
+
+_TLS_KEYS = frozenset(
+    {
+        "port",
+        "private-key",
+        "certificate",
+        "password",
+        "ca-certificates",
+        "crl",
+        "crl-check",
+        "peer-certificate",
+        "profile",
+        "ciphers",
+        "dh-parameters",
+    }
+)
+
+
+def _tls(reader: _Reader, settings: Settings) -> Settings:
+    """[tls]: the TLS listener; files relative to the INI file's directory."""
+    if not reader.parser.has_section("tls"):
+        return settings
+    reader.check_keys("tls", _TLS_KEYS)
+    values = reader.parser["tls"]
+    base = Path(reader.path).parent
+
+    def path(text: str) -> Path:
+        return base / text
+
+    def value(key: str, parse: Callable[[str], _T], default: _T) -> _T:
+        if key not in values:
+            return default
+        try:
+            return parse(values[key])
+        except ValueError as exc:
+            raise reader.error("tls", key, f"{key}: {exc}") from None
+
+    for key in ("private-key", "certificate"):
+        if not values.get(key):
+            raise reader.error("tls", None, f"[tls] needs {key}")
+    trust = [path(item) for item in _items(values.get("ca-certificates", ""))]
+    crls = tuple(path(item) for item in _items(values.get("crl", "")))
+    tls_settings = TlsSettings(
+        private_key=path(values["private-key"]),
+        certificate=path(values["certificate"]),
+        # Never a prompt: a daemon has no terminal.
+        password=values.get("password", ""),
+        ca_files=tuple(p for p in trust if not p.is_dir()),
+        ca_directories=tuple(p for p in trust if p.is_dir()),
+        crl_files=crls,
+        crl_check=value("crl-check", _enum(CrlCheck), CrlCheck.LEAF if crls else CrlCheck.NONE),
+        profile=value("profile", _enum(TlsProfile), TlsProfile.BCP195_ND),
+        ciphers=tuple(_items(values.get("ciphers", ""))),
+        dh_parameters=path(values["dh-parameters"]) if values.get("dh-parameters") else None,
+        peer_certificate=value("peer-certificate", _enum(PeerCertificate), PeerCertificate.REQUIRE),
+    )
+    port = value("port", _integer(1, 65535), settings.tls_port)
+    return dataclasses.replace(settings, tls=tls_settings, tls_port=port)
+
+
 # --- access control ----------------------------------------------------------------------
 
 
@@ -502,14 +564,14 @@ def parse(text: str, path: str) -> Config:
     """Check an INI document; raise ConfigError on the first problem found."""
     reader = _Reader(path, text)
     for section in reader.parser.sections():
-        if section not in ("receiver", "logging") and section.partition(" ")[0] not in (
+        if section not in ("receiver", "logging", "tls") and section.partition(" ")[0] not in (
             "profile",
             "peer",
         ):
             raise reader.error(
                 section,
                 None,
-                f"unknown section [{section}] (receiver, logging, profile NAME, peer NAME)",
+                f"unknown section [{section}] (receiver, logging, tls, profile NAME, peer NAME)",
             )
     if reader.parser.has_section("receiver"):
         reader.check_keys("receiver", frozenset(_RECEIVER_KEYS) | _RECEIVER_ONLY)
@@ -544,6 +606,7 @@ def parse(text: str, path: str) -> Config:
         raise reader.error(
             "receiver", "profile", f"profile: no [profile {chosen}] section in this file"
         )
+    settings = _tls(reader, settings)
     access = _access(reader, profiles)
     named = {rule.profile for rule in access.rules if rule.profile is not None}
     peer_profiles = {

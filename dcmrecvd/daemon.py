@@ -17,13 +17,14 @@ import os
 import queue
 import shutil
 import signal
+import ssl
 import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
 
-from dcmrecvd import __version__, asconfig, config, logs, systemd
+from dcmrecvd import __version__, asconfig, config, logs, systemd, tls
 from dcmrecvd.access import Admission
 from dcmrecvd.scp import Receiver, check_output_directory
 from dcmrecvd.server import Listener, Serving
@@ -41,6 +42,7 @@ EXIT_CANNOT_CREATE = 73
 EXIT_UNAVAILABLE = 69
 # The socket systemd passes, by FileDescriptorName= of dcmrecvd.socket.
 SOCKET_NAME = "dicom"
+TLS_SOCKET_NAME = "dicom-tls"
 # The name of the configuration that --no-config gives.
 EMBEDDED = "<embedded defaults>"
 # How often STATUS= is refreshed when no watchdog asks for more.
@@ -123,6 +125,11 @@ def _read(path: str) -> config.Config:
 
 
 def _check(loaded: config.Config) -> int:
+    try:
+        _tls_context(loaded.settings)
+    except tls.TlsError as exc:
+        sys.stderr.write(f"{PROGRAM}: {loaded.path}: [tls]: {exc}\n")
+        return EXIT_CONFIG
     # Only a warning: under systemd, StateDirectory= creates the directory at start.
     reason = check_output_directory(loaded.settings.output_dir)
     if reason is not None:
@@ -180,15 +187,36 @@ def _log_handler(settings: Settings, detached: bool) -> logging.Handler:
 # --- the service -------------------------------------------------------------------------
 
 
-def _listener(settings: Settings) -> Listener:
+def _listeners(settings: Settings) -> dict[str, Listener]:
+    """The plain listener, and the TLS one when [tls] is configured: systemd's sockets
+    by name when it passes them, else bound here."""
     inherited = systemd.inherited_sockets()
-    if inherited:
-        sockets = inherited.get(SOCKET_NAME) or next(iter(inherited.values()))
-        for extra in [s for group in inherited.values() for s in group if s is not sockets[0]]:
-            LOG.warning("ignoring an inherited socket other than %r: %s", SOCKET_NAME, extra)
-            extra.close()
-        return Listener(sockets[0], inherited=True)
-    return Listener.bind(settings.bind_address, settings.port)
+    wanted = [SOCKET_NAME, *([TLS_SOCKET_NAME] if settings.tls is not None else [])]
+    # A socket unit without FileDescriptorName= passes "unknown": that is the plain one.
+    if SOCKET_NAME not in inherited and "unknown" in inherited:
+        inherited[SOCKET_NAME] = inherited.pop("unknown")
+    listeners: dict[str, Listener] = {}
+    for name in wanted:
+        sockets = inherited.get(name, [])
+        if sockets:
+            listeners[name] = Listener(sockets.pop(0), inherited=True)
+    for extra in (sock for group in inherited.values() for sock in group):
+        LOG.warning("ignoring an inherited socket not named %s: %s", " or ".join(wanted), extra)
+        extra.close()
+    ports = {SOCKET_NAME: settings.port, TLS_SOCKET_NAME: settings.tls_port}
+    try:
+        for name in wanted:
+            if name not in listeners:
+                listeners[name] = Listener.bind(settings.bind_address, ports[name])
+    except OSError:
+        for listener in listeners.values():
+            listener.close()
+        raise
+    return listeners
+
+
+def _tls_context(settings: Settings) -> ssl.SSLContext | None:
+    return None if settings.tls is None else tls.server_context(settings.tls)
 
 
 def _foreground(loaded: config.Config, *, detached: bool = False) -> int:
@@ -203,11 +231,17 @@ def _foreground(loaded: config.Config, *, detached: bool = False) -> int:
         LOG.critical("%s", exc)
         return EXIT_USAGE
     try:
-        listener = _listener(loaded.settings)
+        context = _tls_context(loaded.settings)
+    except tls.TlsError as exc:
+        LOG.critical("cannot set up TLS: %s", exc)
+        return EXIT_CONFIG
+    try:
+        listeners = _listeners(loaded.settings)
     except (OSError, systemd.SystemdError) as exc:
-        LOG.critical("cannot listen on port %d: %s", loaded.settings.port, exc)
+        LOG.critical("cannot listen: %s", exc)
         return EXIT_UNAVAILABLE
-    return Service(loaded, listener, systemd.Notifier.from_environment(), watchdog).run()
+    notifier = systemd.Notifier.from_environment()
+    return Service(loaded, context, listeners, notifier, watchdog).run()
 
 
 def _detached(loaded: config.Config, pidfile: Path) -> int:
@@ -244,23 +278,25 @@ class Service:
     def __init__(
         self,
         loaded: config.Config,
-        listener: Listener,
+        context: ssl.SSLContext | None,
+        listeners: dict[str, Listener],
         notifier: systemd.Notifier,
         watchdog: float | None,
     ) -> None:
         self.loaded = loaded
         self.watchdog = watchdog
-        self.listener = listener
+        self.listeners = listeners
         self.notifier = notifier
         self.stats = Stats()
         self.admission = Admission()
-        self.current = self._serving(loaded)
+        self.current = self._serving(loaded, context)
         # Only at start: later, the temporary files in the spool are ours, in use.
-        self.current.receiver.sweep_spool()
+        self.current[0].receiver.sweep_spool()
         self.retired: list[Serving] = []
         self._signals: queue.SimpleQueue[int] = queue.SimpleQueue()
 
-    def _serving(self, loaded: config.Config) -> Serving:
+    def _serving(self, loaded: config.Config, context: ssl.SSLContext | None) -> list[Serving]:
+        """One receiver, accepting on the plain listener and, with its context, on TLS's."""
         receiver = Receiver(
             loaded.settings,
             loaded.profile,
@@ -268,7 +304,10 @@ class Service:
             stats=self.stats,
             admission=self.admission,
         )
-        return Serving(receiver, self.listener)
+        servings = [Serving(receiver, self.listeners[SOCKET_NAME])]
+        if context is not None:
+            servings.append(Serving(receiver, self.listeners[TLS_SOCKET_NAME], context))
+        return servings
 
     def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
         self._signals.put(signum)  # SimpleQueue.put is safe in a signal handler
@@ -276,16 +315,18 @@ class Service:
     def run(self) -> int:
         for handled in (signal.SIGHUP, signal.SIGTERM, signal.SIGINT):
             signal.signal(handled, self._on_signal)
-        host, port = self.listener.address
-        LOG.info(
-            "dcmrecvd %s listening on %s:%d%s as %s with profile %s",
-            __version__,
-            host,
-            port,
-            " (socket from systemd)" if self.listener.inherited else "",
-            self.loaded.settings.aetitle,
-            self.loaded.profile.name,
-        )
+        for name, listener in self.listeners.items():
+            host, port = listener.address
+            LOG.info(
+                "dcmrecvd %s listening on %s:%d%s%s as %s with profile %s",
+                __version__,
+                host,
+                port,
+                " with TLS" if name == TLS_SOCKET_NAME else "",
+                " (socket from systemd)" if listener.inherited else "",
+                self.loaded.settings.aetitle,
+                self.loaded.profile.name,
+            )
         self.notifier.ready()
         self._status()
         while True:
@@ -300,7 +341,7 @@ class Service:
             elif signum in (signal.SIGTERM, signal.SIGINT):
                 return self.stop()
             self._retire_idle()
-            if self.watchdog is not None and self.current.accepting:
+            if self.watchdog is not None and all(s.accepting for s in self.current):
                 self.notifier.watchdog()
             self._status()
 
@@ -314,13 +355,20 @@ class Service:
                 raise config.ConfigError(
                     loaded.path, None, f"output-directory {loaded.settings.output_dir}: {reason}"
                 )
-        except config.ConfigError as exc:
+            if (loaded.settings.tls is None) != (TLS_SOCKET_NAME not in self.listeners):
+                raise config.ConfigError(
+                    loaded.path, None, "adding or removing [tls] takes a restart"
+                )
+            # Certificates and keys are read again here, so a renewed one takes effect.
+            context = _tls_context(loaded.settings)
+        except (config.ConfigError, tls.TlsError) as exc:
             LOG.error("reload refused, the running configuration stays in force: %s", exc)
         else:
             self._warn_unreloadable(loaded.settings)
-            new = self._serving(loaded)
-            self.current.stop_accepting()
-            self.retired.append(self.current)
+            new = self._serving(loaded, context)
+            for serving in self.current:
+                serving.stop_accepting()
+            self.retired.extend(self.current)
             self.current, self.loaded = new, loaded
             logs.set_level(loaded.settings)
             LOG.info("reloaded %s: profile %s", loaded.path, loaded.profile.name)
@@ -330,7 +378,7 @@ class Service:
         old = self.loaded.settings
         changed = [
             name
-            for name in ("port", "bind_address", "log_destination")
+            for name in ("port", "bind_address", "tls_port", "log_destination")
             if getattr(old, name) != getattr(new, name)
         ]
         if changed:
@@ -342,7 +390,7 @@ class Service:
         self.retired = [s for s in self.retired if s.associations()]
 
     def _status(self) -> None:
-        servings = [self.current, *self.retired]
+        servings = [*self.current, *self.retired]
         active = sum(len(s.associations()) for s in servings)
         totals = self.stats.totals()
         try:
@@ -350,7 +398,8 @@ class Service:
         except OSError as exc:
             free = f"free space unknown: {exc.strerror}"
         self.notifier.status(
-            f"{self.loaded.settings.aetitle} on port {self.listener.address[1]},"
+            f"{self.loaded.settings.aetitle} on port"
+            f" {', '.join(str(listener.address[1]) for listener in self.listeners.values())},"
             f" profile {self.loaded.profile.name}: {active} associations active,"
             f" {totals.associations} in all; {totals.instances} instances,"
             f" {_size(totals.bytes)} stored; {free}"
@@ -359,10 +408,11 @@ class Service:
     def stop(self) -> int:
         """Accept no more; give associations in progress the grace time, abort the rest."""
         self.notifier.stopping()
-        servings = [self.current, *self.retired]
+        servings = [*self.current, *self.retired]
         for serving in servings:
             serving.stop_accepting()
-        self.listener.close()
+        for listener in self.listeners.values():
+            listener.close()
         grace = self.loaded.settings.stop_grace
         deadline = time.monotonic() + grace
         running = []

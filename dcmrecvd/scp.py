@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
-from typing import Any, cast
+from typing import cast
 
 from pydicom.dataset import Dataset
 from pynetdicom import AE, evt, register_uid
@@ -57,8 +57,10 @@ from dcmrecvd import (
     pdulimit,
     placement,
     reactor,
+    server,
     storage,
     streaming,
+    tls,
 )
 from dcmrecvd.freespace import Reserve
 from dcmrecvd.negotiation import (
@@ -82,6 +84,7 @@ LOG = logging.getLogger("dcmrecv")
 EXIT_INVALID_OUTPUT_DIRECTORY = 45
 EXIT_CANNOT_START_SCP_AND_LISTEN = 64
 EXIT_INVALID_ASSOCIATION_CONFIG = 66
+EXIT_CANNOT_CREATE_TRANSPORT_LAYER = 71
 
 # DCMTK has no DIMSE timeout by default but sets 60 s socket timeouts, so an idle
 # association is dropped after about a minute.
@@ -270,17 +273,8 @@ class Receiver:
                 self.spool,
             )
 
-    def start(self, sock_address: tuple[str, int]) -> Any:
-        """Sweep the spool, bind, listen and serve in background threads; the server."""
-        self.sweep_spool()
-        return self.ae.start_server(
-            sock_address,
-            block=False,
-            evt_handlers=self.handlers(),
-            contexts=pynetdicom_contexts(self.profile),
-        )
-
     def stop(self) -> None:
+        """Abort every association still running."""
         self.ae.shutdown()
 
     def _peer_name(self, address: str) -> str:
@@ -682,9 +676,13 @@ def run(settings: Settings) -> int:
         LOG.critical("cannot specify output directory: %s", reason)
         return EXIT_INVALID_OUTPUT_DIRECTORY
     LOG.info("starting service class provider and listening ...")
-    receiver = Receiver(settings, profile)
     try:
-        receiver.start((settings.bind_address, settings.port))
+        ssl_context = None if settings.tls is None else tls.server_context(settings.tls)
+    except tls.TlsError as exc:
+        LOG.critical("%s", exc)
+        return EXIT_CANNOT_CREATE_TRANSPORT_LAYER
+    try:
+        listener = server.Listener.bind(settings.bind_address, settings.port)
     except OSError as exc:
         LOG.critical(
             "cannot start SCP and listen on port %d: TCP Initialization Error: %s",
@@ -692,9 +690,14 @@ def run(settings: Settings) -> int:
             exc.strerror or exc,
         )
         return EXIT_CANNOT_START_SCP_AND_LISTEN
+    receiver = Receiver(settings, profile)
+    receiver.sweep_spool()
+    serving = server.Serving(receiver, listener, ssl_context)
     try:
         signum = _wait_for_termination()
     finally:
+        serving.stop_accepting()
+        listener.close()
         receiver.stop()
     _die_by(signum)
     return 128 + signum

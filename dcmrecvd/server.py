@@ -8,16 +8,22 @@ daemon closes its copy of a systemd socket but never shuts it down.
 
 from __future__ import annotations
 
+import logging
 import socket
 import socketserver
+import ssl
 import threading
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pynetdicom.association import Association
 from pynetdicom.transport import ThreadedAssociationServer
 
 from dcmrecvd.negotiation import pynetdicom_contexts
-from dcmrecvd.scp import Receiver
+
+if TYPE_CHECKING:
+    from dcmrecvd.scp import Receiver
+
+LOG = logging.getLogger("dcmrecv")
 
 # DCMTK listens with a backlog of 50; pynetdicom's socketserver default is 5.
 BACKLOG = 50
@@ -66,14 +72,20 @@ class _SharedSocketServer(ThreadedAssociationServer):
     pynetdicom limit: AssociationServer always creates, binds and listens on a socket of
     its own (TCPServer's bind_and_activate is hard-coded), its server_close() shuts that
     socket down, and its shutdown() removes itself from a list of the AE's that
-    make_server() never added it to. All three are replaced here, and only here.
+    make_server() never added it to. Its get_request() also runs the TLS handshake in
+    the accept loop, so one silent TLS peer would stop every other from connecting: the
+    handshake moves to the connection's own thread, bounded by the ACSE timeout. All
+    of these are replaced here, and only here.
     """
 
     # Request threads only hand the connection to an Association thread.
     block_on_close = False
 
-    def __init__(self, *args: Any, listen_socket: socket.socket, **kwargs: Any) -> None:
+    def __init__(
+        self, *args: Any, listen_socket: socket.socket, handshake_timeout: float, **kwargs: Any
+    ) -> None:
         self._listen_socket = listen_socket
+        self._handshake_timeout = handshake_timeout
         super().__init__(*args, **kwargs)
 
     def server_bind(self) -> None:
@@ -91,18 +103,42 @@ class _SharedSocketServer(ThreadedAssociationServer):
     def shutdown(self) -> None:
         socketserver.BaseServer.shutdown(self)
 
+    def get_request(self) -> tuple[socket.socket, Any]:
+        client, address = self._listen_socket.accept()
+        if self.ssl_context is not None:
+            client = self.ssl_context.wrap_socket(
+                client, server_side=True, do_handshake_on_connect=False
+            )
+        return client, address
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        if isinstance(request, ssl.SSLSocket):
+            request.settimeout(self._handshake_timeout)
+            try:
+                request.do_handshake()
+            except (OSError, ssl.SSLError) as exc:
+                LOG.warning("TLS handshake with %s failed: %s", client_address[0], exc)
+                self.shutdown_request(request)
+                return
+            request.settimeout(None)
+        super().process_request_thread(request, client_address)
+
 
 class Serving:
     """One Receiver accepting associations on a Listener, in a background thread."""
 
-    def __init__(self, receiver: Receiver, listener: Listener) -> None:
+    def __init__(
+        self, receiver: Receiver, listener: Listener, ssl_context: ssl.SSLContext | None = None
+    ) -> None:
         self.receiver = receiver
         self.server = receiver.ae.make_server(
             listener.address,
             evt_handlers=receiver.handlers(),
             contexts=pynetdicom_contexts(receiver.profile),
+            ssl_context=ssl_context,
             server_class=_SharedSocketServer,
             listen_socket=listener.socket,
+            handshake_timeout=float(receiver.settings.acse_timeout),
         )
         self._thread = threading.Thread(
             target=self.server.serve_forever,

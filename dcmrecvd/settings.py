@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from dcmrecvd.access import AccessPolicy
+from dcmrecvd.tls import TlsSettings
 
 
 class SubdirMode(enum.Enum):
@@ -108,3 +109,7 @@ class Settings:
     log_destination: str = "auto"
     # dcmrecvd: per-peer rules and what unknown peers get (dcmrecv accepts every peer).
     access: AccessPolicy = field(default_factory=AccessPolicy)
+    # DICOM TLS on a listener of its own; None: no TLS.
+    tls: TlsSettings | None = None
+    # dcmrecvd: the TLS port when systemd passes no socket named dicom-tls.
+    tls_port: int = 2762

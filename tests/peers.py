@@ -19,6 +19,7 @@ from pynetdicom.pdu_primitives import (
 
 from dcmrecvd.profiles import Profile
 from dcmrecvd.scp import Receiver
+from dcmrecvd.server import Listener, Serving
 from dcmrecvd.settings import Settings
 
 LOCALHOST = "127.0.0.1"
@@ -64,10 +65,13 @@ def our_receiver(
 ) -> Iterator[Receiver]:
     """Our Receiver serving `profile` in this process."""
     receiver = Receiver(settings or Settings(port=port), profile)
-    receiver.start((LOCALHOST, port))
+    listener = Listener.bind(LOCALHOST, port)
+    serving = Serving(receiver, listener)
     try:
         yield receiver
     finally:
+        serving.stop_accepting()
+        listener.close()
         receiver.stop()
 
 

@@ -17,7 +17,7 @@ from pynetdicom.association import Association
 from dcmrecvd import config
 from dcmrecvd.access import AccessPolicy, Admission, PeerRule, Rejection, decide
 from dcmrecvd.scp import Receiver
-from tests.conftest import free_port
+from dcmrecvd.server import Listener, Serving
 from tests.peers import LOCALHOST
 
 CT = "1.2.840.10008.5.1.4.1.1.2"
@@ -185,11 +185,13 @@ def test_peer_section_errors(text: str, line: int, reason: str) -> None:
 def serving(text: str) -> Iterator[tuple[int, Receiver]]:
     loaded = config.parse(text, "t")
     receiver = Receiver(loaded.settings, loaded.profile, peer_profiles=loaded.peer_profiles)
-    port = free_port()
-    receiver.start((LOCALHOST, port))
+    listener = Listener.bind(LOCALHOST, 0)
+    serving = Serving(receiver, listener)
     try:
-        yield port, receiver
+        yield listener.address[1], receiver
     finally:
+        serving.stop_accepting()
+        listener.close()
         receiver.stop()
 
 

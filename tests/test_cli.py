@@ -13,6 +13,7 @@ import types
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -27,6 +28,7 @@ from dcmrecvd.settings import (
     StorageMode,
     SubdirMode,
 )
+from dcmrecvd.tls import CrlCheck, KeyFormat, PeerCertificate, TlsProfile, TlsSettings
 from tests.conftest import free_port
 
 TOUCHED = ("", "dcmrecv", "pynetdicom", "pydicom")
@@ -65,6 +67,34 @@ def test_the_port_alone_gives_dcmtks_defaults() -> None:
     assert settings("104") == Settings(port=104)
 
 
+TLS_CASES: list[tuple[list[str], dict[str, Any]]] = [
+    (["+ps"], {}),
+    (["+pw", "secret"], {"password": "secret"}),
+    (["-pw"], {"password": ""}),
+    (["-pem"], {}),
+    (["-der"], {"key_format": KeyFormat.DER}),
+    (["+cf", "a.pem", "+cf", "b.pem"], {"ca_files": (Path("a.pem"), Path("b.pem"))}),
+    (["+cd", "/etc/ssl/certs"], {"ca_directories": (Path("/etc/ssl/certs"),)}),
+    (
+        ["+crl", "r.pem"],
+        {"crl_files": (Path("r.pem"),), "crl_check": CrlCheck.LEAF},
+    ),
+    (["+crv"], {"crl_check": CrlCheck.LEAF}),
+    (["+cra"], {"crl_check": CrlCheck.CHAIN}),
+    (["+py"], {}),
+    (["+px"], {"profile": TlsProfile.BCP195}),
+    (["+pz"], {"profile": TlsProfile.BCP195_EX}),
+    (["+pa"], {"profile": TlsProfile.AES}),
+    (["+pn"], {"profile": TlsProfile.NULL}),
+    (["+cs", "TLS_X", "+cs", "TLS_Y"], {"ciphers": ("TLS_X", "TLS_Y")}),
+    (["+dp", "dh.pem"], {"dh_parameters": Path("dh.pem")}),
+    (["+rs", "seed", "+ws"], {}),
+    (["+rs", "seed", "+wf", "out"], {}),
+    (["-rc"], {}),
+    (["-vc"], {"peer_certificate": PeerCertificate.VERIFY}),
+    (["-ic"], {"peer_certificate": PeerCertificate.IGNORE}),
+]
+
 OPTION_CASES = [
     (["-v"], {"log_level": LogLevel.INFO}),
     (["-d"], {"log_level": LogLevel.DEBUG}),
@@ -94,6 +124,12 @@ OPTION_CASES = [
     (["--reserve-percent", "5"], {"free_space_reserve_percent": 5}),
     (["--benchmark-no-fsync"], {"benchmark_skip_fsync": True}),
     (["--arguments"], {}),
+    (["-tls"], {}),
+    (["+tls", "k.pem", "c.pem"], {"tls": TlsSettings(Path("k.pem"), Path("c.pem"))}),
+    *(
+        (["+tls", "k", "c", *args], {"tls": TlsSettings(Path("k"), Path("c"), **fields)})
+        for args, fields in TLS_CASES
+    ),
 ]
 
 
@@ -110,7 +146,7 @@ def test_long_options_mean_the_same(args: list[str], fields: dict[str, object]) 
 
 def test_every_option_has_a_case() -> None:
     covered = {cli._OPTIONS[a].long for args, _ in OPTION_CASES for a in args if a in cli._OPTIONS}
-    covered |= {"--help", "--version", "--log-level", "--log-config"}
+    covered |= {"--help", "--version", "--log-level", "--log-config", "--list-ciphers"}
     assert covered == {option.long for option in cli._OPTIONS.values()}
 
 
@@ -653,6 +689,31 @@ def files(tmp_path: Path) -> Files:
     return Files(tmp_path)
 
 
+# Each needs --enable-tls, and DCMTK says so.
+TLS_WITHOUT_TLS = [
+    ("+ps", []),
+    ("+pw", ["x"]),
+    ("-pw", []),
+    ("-pem", []),
+    ("-der", []),
+    ("+cf", ["x"]),
+    ("+cd", ["x"]),
+    ("+crl", ["x"]),
+    ("+crv", []),
+    ("+cra", []),
+    ("+py", []),
+    ("+px", []),
+    ("+pz", []),
+    ("+pa", []),
+    ("+pn", []),
+    ("+cs", ["X"]),
+    ("+dp", ["x"]),
+    ("+rs", ["x"]),
+    ("-rc", []),
+    ("-vc", []),
+    ("-ic", []),
+]
+
 ERROR_VECTORS = [
     ["104", "105"],
     ["-v"],
@@ -703,6 +764,12 @@ ERROR_VECTORS = [
     ["-v", "-ll", "info", "104"],
     ["-ll", "info", "-q", "104"],
     ["-ll", "verbose", "104"],
+    *([option, *values, "104"] for option, values in TLS_WITHOUT_TLS),
+    ["+tls", "k", "104"],
+    ["+tls", "k", "c", "+ws", "104"],
+    ["+tls", "k", "c", "+wf", "f", "104"],
+    ["+tls", "k", "c", "+cs", "X", "+pz", "104"],
+    ["+tls", "k", "c", "+pw", "104"],
     ["-ll", "notset", "104"],
     ["-ll", "", "104"],
     ["-lc", "/nonexistent.cfg", "104"],
@@ -833,11 +900,9 @@ def test_help_and_version_match_dcmtk(
 
 
 @pytest.mark.interop
-def test_help_text_is_dcmtks_without_tls(dcmtk_dcmrecv: str) -> None:
+def test_help_text_is_dcmtks(dcmtk_dcmrecv: str) -> None:
     theirs = dcmtk(dcmtk_dcmrecv, ["--help"]).stdout.splitlines()
-    tls = theirs.index("transport layer security (TLS) options:")
-    output = theirs.index("output options:")
-    theirs = [cli.RCSID, *theirs[1:tls], *theirs[output:]]
+    theirs = [cli.RCSID, *theirs[1:]]
     # Ours adds one line to --log-config and an option that widens its sub-group.
     mine = cli.help_text().splitlines()
     mine.remove("                                 (Python logging.config.fileConfig format)")
