@@ -116,9 +116,16 @@ class Daemon:
 
 @contextmanager
 def dcmrecvd(
-    tmp_path: Path, text: str, *, env: dict[str, str] | None = None, prefix: list[str] | None = None
+    tmp_path: Path,
+    text: str,
+    *,
+    env: dict[str, str] | None = None,
+    prefix: list[str] | None = None,
+    activated_on: int | None = None,
 ) -> Iterator[Daemon]:
-    """Run dcmrecvd on config `text` until READY=1."""
+    """Run dcmrecvd on config `text` until READY=1. With `activated_on`, `prefix` is
+    systemd-socket-activate, which execs dcmrecvd on the first connection to that port
+    (as Accept=no does)."""
     path = tmp_path / "dcmrecvd.conf"
     path.write_text(text)
     notify = Notifications(tmp_path / "notify.sock")
@@ -134,6 +141,8 @@ def dcmrecvd(
         )
     daemon = Daemon(proc, notify, path)
     try:
+        if activated_on is not None:
+            wait_listening(activated_on, proc)
         notify.wait_for(lambda m: m.get("READY") == "1")
         yield daemon
     finally:
@@ -337,7 +346,7 @@ def test_socket_activation_serves_the_inherited_socket(tmp_path: Path) -> None:
         *("-l", f"{LOCALHOST}:{port}", "--fdname=dicom"),
         *("-E", f"NOTIFY_SOCKET={notify}", "-E", "PATH"),
     ]
-    with dcmrecvd_activated(tmp_path, text, prefix, port) as daemon:
+    with dcmrecvd(tmp_path, text, prefix=prefix, activated_on=port) as daemon:
         echo = subprocess.run(
             ["echoscu", "-aec", "DCMRECVD", LOCALHOST, str(port)],
             check=False,
@@ -347,33 +356,6 @@ def test_socket_activation_serves_the_inherited_socket(tmp_path: Path) -> None:
         assert echo.returncode == 0, echo.stderr
         assert daemon.stop() == 0
     assert f"listening on {LOCALHOST}:{port} (socket from systemd)" in daemon.log()
-
-
-@contextmanager
-def dcmrecvd_activated(tmp_path: Path, text: str, prefix: list[str], port: int) -> Iterator[Daemon]:
-    """systemd-socket-activate execs dcmrecvd on the first connection, as Accept=no does."""
-    path = tmp_path / "dcmrecvd.conf"
-    path.write_text(text)
-    notify = Notifications(tmp_path / "notify.sock")
-    stderr_path = tmp_path / "stderr.log"
-    with stderr_path.open("wb") as stderr:
-        proc = subprocess.Popen(
-            [*prefix, DCMRECVD, "--config", str(path)],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=stderr,
-        )
-    daemon = Daemon(proc, notify, path)
-    try:
-        wait_listening(port, proc)  # this first connection starts dcmrecvd
-        notify.wait_for(lambda m: m.get("READY") == "1")
-        yield daemon
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(timeout=DEADLINE)
-        notify.close()
-        daemon.stderr.append(stderr_path.read_text())
 
 
 def test_reload_under_load(tmp_path: Path) -> None:

@@ -23,6 +23,7 @@ from pynetdicom.association import Association
 from tests import dicomgen
 from tests.conftest import free_port
 from tests.peers import LOCALHOST, wait_listening
+from tests.test_dcmrecv_interop import STORE_CFG
 
 pytestmark = [pytest.mark.interop, pytest.mark.slow]
 
@@ -31,32 +32,11 @@ OURS = str(Path(sys.executable).with_name("dcmrecv"))
 EXPLICIT = "1.2.840.10008.1.2.1"
 DEADLINE = 30.0
 
-CFG = """\
-[[TransferSyntaxes]]
-[U]
-TransferSyntax1 = LittleEndianExplicit
-TransferSyntax2 = LittleEndianImplicit
-
-[[PresentationContexts]]
-[Store]
-PresentationContext1 = VerificationSOPClass\\U
-PresentationContext2 = CTImageStorage\\U
-PresentationContext3 = MRImageStorage\\U
-PresentationContext4 = BasicTextSRStorage\\U
-PresentationContext5 = EncapsulatedPDFStorage\\U
-PresentationContext6 = SecondaryCaptureImageStorage\\U
-PresentationContext7 = 1.2.3.4.999.1\\U
-
-[[Profiles]]
-[Store]
-PresentationContexts = Store
-"""
-
 
 @pytest.fixture(scope="module")
 def cfg(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("cfg") / "store.cfg"
-    path.write_text(CFG)
+    path.write_text(STORE_CFG)
     return path
 
 
