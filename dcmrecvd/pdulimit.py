@@ -14,9 +14,10 @@ than the limit before it allocates anything, and ends a read that overruns its
 deadline. pynetdicom treats either OSError as a closed connection (Evt17): the
 association ends and its partial dataset is discarded.
 
-Deadlines, as DCMTK's dcmrecv cuts slow peers: until the association is established,
-the whole request must arrive within the ACSE timeout (-ta) of the connection; after
-that, each PDU must arrive whole within the network timeout of its first byte.
+Deadlines, as DCMTK's dcmrecv cuts slow peers: the A-ASSOCIATE-RQ must arrive whole
+within the ACSE timeout (-ta) of the connection; every later PDU within the network
+timeout (-td, else 60 s) of its first byte, so a legitimate peer needs at least
+max PDU / network timeout bytes per second (16 KiB in 60 s: 273 B/s).
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ class LimitedSocket(AssociationSocket):
 
     _limit: int
     _opened: float
+    _reads: int
     _pdu_deadline: float | None
 
     def recv(self, nr_bytes: int) -> bytearray:
@@ -53,7 +55,11 @@ class LimitedSocket(AssociationSocket):
 
     def _deadline(self, nr_bytes: int) -> float | None:
         assoc = self.assoc
-        if not assoc.is_established:
+        self._reads += 1
+        # The first two reads are the A-ASSOCIATE-RQ's header and body. Counting reads,
+        # not asking whether the association is established, keeps a P-DATA that
+        # follows the A-ASSOCIATE-AC at once from inheriting the request's deadline.
+        if self._reads <= 2:
             return self._opened + assoc.acse_timeout if assoc.acse_timeout else None
         if nr_bytes == _PDU_HEADER or self._pdu_deadline is None:
             timeout = assoc.network_timeout
@@ -95,6 +101,7 @@ def install(assoc: object, limit: int) -> None:
     sock = assoc.dul.socket  # type: ignore[attr-defined]
     sock._limit = limit
     sock._opened = time.monotonic()
+    sock._reads = 0
     sock._pdu_deadline = None
     # The socket is created by pynetdicom's request handler; a class swap is the only
     # way to give it our recv.
