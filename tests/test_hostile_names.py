@@ -260,7 +260,7 @@ def test_hostile_extensions(
                 "cannot store received object" in caplog.text
                 and "File name too long" in caplog.text
             ) or "cannot generate directory or file name for received object" in caplog.text
-        # The association survived the failure: the next store on it answers too.
+        # The receiver goes on serving, with the same answer for the same name length.
         assert rawpdu.good_peer(port, "1.2.3.8") in {(0x0000, 0x0000), (0x0000, status)}
 
 
