@@ -26,6 +26,14 @@ POWEROFF_TIMEOUT = 30.0
 _T = TypeVar("_T")
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM arrived while a container was up: pytest stops the run and tears down."""
+
+
+def _raise_terminated(signum: int, _frame: object) -> None:
+    raise Terminated(f"signal {signum}")
+
+
 def wait_for(what: str, probe: Callable[[], _T | None], timeout: float = 30.0) -> _T:
     """Poll `probe` until it returns something other than None; fail after `timeout`."""
     deadline = time.monotonic() + timeout
@@ -122,6 +130,11 @@ def _stop(nspawn: subprocess.Popen[bytes], init: int | None) -> None:
 def booted(tree: Path, binds: dict[Path, str], log: Path) -> Iterator[Container]:
     """Boot `tree` (read-only bind mounts host path -> container path) until the block ends."""
     argv = [
+        # If the test process dies without cleaning up (SIGKILL), nspawn gets SIGTERM
+        # and powers the container off.
+        "setpriv",
+        "--pdeathsig=TERM",
+        "--",
         "systemd-nspawn",
         # No machined or D-Bus on the host: run in our own cgroup, register nowhere.
         "--keep-unit",
@@ -140,6 +153,9 @@ def booted(tree: Path, binds: dict[Path, str], log: Path) -> Iterator[Container]
             stderr=subprocess.STDOUT,
         )
     init = None
+    # A SIGTERM (a CI timeout, say) unwinds through the finally below instead of
+    # leaving the container running.
+    previous = signal.signal(signal.SIGTERM, _raise_terminated)
     try:
         init = wait_for(
             "the container's systemd",
@@ -164,3 +180,4 @@ def booted(tree: Path, binds: dict[Path, str], log: Path) -> Iterator[Container]
         yield container
     finally:
         _stop(nspawn, init)
+        signal.signal(signal.SIGTERM, previous)

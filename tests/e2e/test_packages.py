@@ -13,6 +13,7 @@ where the one before left the system (installed, started, reloaded, upgraded...)
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import re
@@ -44,6 +45,8 @@ CALLING = "E2ESCU"
 WATCHDOG_SEC = 3
 SERIES = [f"1.2.826.0.1.3680043.10.1017.{n}" for n in range(1, 6)]
 TIMEOUT = 60.0
+# Locked by the test run that uses a copy of the tree.
+RUN_LOCK = ".in-use"
 
 
 @dataclass(frozen=True)
@@ -104,6 +107,20 @@ def _drop_ins(tree: Path, port: int) -> None:
     (units / "systemd-logind.service").symlink_to("/dev/null")
 
 
+def _remove_abandoned_runs(cache: Path) -> None:
+    # A run holds the lock on its directory while it lives; a run that was killed left
+    # its copy of the tree behind, unlocked.
+    for run in cache.glob("run-*"):
+        if not (run / RUN_LOCK).exists():
+            continue
+        with (run / RUN_LOCK).open("a") as lock:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                continue
+            shutil.rmtree(run)
+
+
 def _rpm_file(directory: Path) -> str:
     found = sorted(directory.glob("dcmrecvd-*.rpm"))
     assert len(found) == 1, found
@@ -122,7 +139,10 @@ def installed(
 ) -> Iterator[Installed]:
     """A booted copy of the tree with release 1 of the package installed."""
     kind: str = request.param
+    _remove_abandoned_runs(base_tree.parent)
     work = Path(tempfile.mkdtemp(prefix=f"run-{kind}-", dir=base_tree.parent))
+    lock = (work / RUN_LOCK).open("w")
+    fcntl.flock(lock, fcntl.LOCK_EX)
     try:
         tree = work / "tree"
         _host("cp", "-a", "--reflink=auto", str(base_tree), str(tree))
@@ -140,6 +160,7 @@ def installed(
             yield Installed(kind, box, port, packages)
     finally:
         shutil.rmtree(work)
+        lock.close()
 
 
 # --- helpers -----------------------------------------------------------------------------
