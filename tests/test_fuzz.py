@@ -55,8 +55,8 @@ COMMAND_DECODE = "uncaught command set decode error"
 STANDARD_HANDLER = "pynetdicom's standard PDU logging handler raised"
 CONTEXTS = [(1, rawpdu.VERIFICATION, (rawpdu.IMPLICIT,)), (3, rawpdu.CT, (rawpdu.EXPLICIT,))]
 # Hostile instances use this root; the good peers use GOOD_ROOT.
-HOSTILE_ROOT = "1.2.826.0.1.3680043.10.666."
-GOOD_ROOT = "1.2.826.0.1.3680043.10.777."
+HOSTILE_ROOT = "1.2.3.666."
+GOOD_ROOT = "1.2.3.777."
 
 # What a hostile peer sends, in order; an empty chunk means "wait for the receiver's
 # next PDU" (an A-ASSOCIATE-AC, a response), so that what follows is not a race.
