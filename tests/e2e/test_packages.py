@@ -260,6 +260,19 @@ def test_modules_are_byte_compiled(installed: Installed) -> None:
         assert list((library / package / "__pycache__").glob("__init__.cpython-311*.pyc")), package
 
 
+def test_dcmtk_dcmrecv_makes_way(installed: Installed) -> None:
+    if installed.kind == "rpm":
+        # rpm has no diversions.
+        conflicts = installed.box.run(
+            "rpm", "--dbpath=/var/lib/rpm", "-q", "--conflicts", "dcmrecvd"
+        )
+        assert conflicts.stdout.split() == ["dcmtk"]
+        return
+    listed = installed.box.run("dpkg-divert", "--list", "dcmrecv*").stdout
+    for path in ("/usr/bin/dcmrecv", "/usr/share/man/man1/dcmrecv.1.gz"):
+        assert f"diversion of {path} to {path}.dcmtk by dcmrecvd" in listed, listed
+
+
 def test_systemctl_start_serves_on_the_socket(installed: Installed) -> None:
     box = installed.box
     box.run("systemctl", "start", "dcmrecvd")
@@ -419,6 +432,7 @@ def test_purge_keeps_the_received_data(installed: Installed) -> None:
     if installed.kind == "deb":
         box.run("apt-get", "purge", "-y", "dcmrecvd")
         assert not box.path("/etc/dcmrecvd").exists()
+        assert box.run("dpkg-divert", "--list", "dcmrecv*").stdout == ""
     else:
         box.run("rpm", "--dbpath=/var/lib/rpm", "-e", "--nodeps", "dcmrecvd")
         # rpm keeps a modified %config(noreplace) file as .rpmsave.
