@@ -56,7 +56,9 @@ from dcmrecvd import (
     naming,
     pdulimit,
     placement,
+    quietlog,
     reactor,
+    responses,
     server,
     storage,
     streaming,
@@ -299,6 +301,7 @@ class Receiver:
 
     def _on_connection_open(self, event: Event) -> None:
         reactor.install(event.assoc)
+        quietlog.install(event.assoc)
         limit = pdulimit.limit_for(self.ae.maximum_pdu_size)
         if limit is not None:
             pdulimit.install(event.assoc, limit)
@@ -356,6 +359,7 @@ class Receiver:
             return
         streaming.install(event.assoc, self._sink)
         dispatch.install(event.assoc, self._refuse_request)
+        responses.install(event.assoc)
         self._apply(event, outcome, profile)
 
     def _on_closed(self, event: Event) -> None:

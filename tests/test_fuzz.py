@@ -524,11 +524,6 @@ def test_an_undecodable_command_mid_dataset_leaves_no_temp_file(tmp_path: Path) 
         wait_until(lambda: fd_count() <= fds, timeout=5, what=f"fds back to {fds}")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="pynetdicom's standard EVT_PDU_RECV logging handler, left bound by the Receiver, "
-    "raises on an A-ASSOCIATE-AC sent by a requestor and logs a traceback at ERROR",
-)
 def test_a_requestor_sending_an_accept_logs_no_traceback(tmp_path: Path) -> None:
     with watched_receiver(tmp_path) as (run, crash_log):
         peer = rawpdu.Peer(run.port)

@@ -1,0 +1,101 @@
+"""Encode C-STORE responses by hand instead of through a pydicom Dataset.
+
+Workaround for a pynetdicom 3.0 limit, kept in this one module: DIMSEServiceProvider
+send_msg turns every response primitive into a DIMSE message whose command set is a
+pydicom Dataset, filled element by element with pydicom's value validation, encoded
+twice (once to measure the group length), then split into P-DATA: about a fifth of the
+receiver's CPU time per C-STORE. A C-STORE-RSP is a handful of fixed elements, so
+`QuickResponseDIMSE` writes its Implicit VR Little Endian bytes directly, in the order
+and with the padding pydicom uses. While pynetdicom's own loggers record DEBUG (-ll
+trace), responses take pynetdicom's path, whose EVT_DIMSE_SENT handlers dump them.
+"""
+
+from __future__ import annotations
+
+import logging
+import struct
+from collections.abc import Iterable
+
+from pynetdicom.dimse_primitives import C_STORE, DimsePrimitiveType
+from pynetdicom.pdu_primitives import P_DATA
+
+from dcmrecvd.dispatch import StorageOnlyDIMSE
+
+_PYNETDICOM = logging.getLogger("pynetdicom")
+
+_C_STORE_RSP = 0x8001
+_NO_DATA_SET = 0x0101
+# PS3.8 E.2 message control header: a command, and its last fragment.
+_LAST_COMMAND_FRAGMENT = b"\x03"
+# PDU type, reserved, length, then one PDV item header (length, context ID, control).
+_PDU_OVERHEAD = 6 + 4 + 2
+
+
+def _element(element: int, value: bytes) -> bytes:
+    return struct.pack("<HHI", 0x0000, element, len(value)) + value
+
+
+def _text(value: str, pad: bytes) -> bytes:
+    raw = value.encode("ascii")
+    return raw + pad if len(raw) % 2 else raw
+
+
+def _tags(tags: Iterable[int]) -> bytes:
+    return b"".join(struct.pack("<HH", tag >> 16, tag & 0xFFFF) for tag in tags)
+
+
+def encode_store_response(response: C_STORE) -> bytes:
+    """The command set of a C-STORE-RSP, Implicit VR Little Endian, group length first."""
+    elements = []
+    if response.AffectedSOPClassUID:
+        elements.append(_element(0x0002, _text(str(response.AffectedSOPClassUID), b"\x00")))
+    elements.append(_element(0x0100, struct.pack("<H", _C_STORE_RSP)))
+    elements.append(
+        _element(0x0120, struct.pack("<H", int(response.MessageIDBeingRespondedTo or 0)))
+    )
+    elements.append(_element(0x0800, struct.pack("<H", _NO_DATA_SET)))
+    elements.append(_element(0x0900, struct.pack("<H", int(response.Status or 0))))
+    offending = response.OffendingElement
+    if offending:
+        elements.append(_element(0x0901, _tags(int(tag) for tag in offending)))
+    if response.ErrorComment:
+        elements.append(_element(0x0902, _text(str(response.ErrorComment), b" ")))
+    if response.AffectedSOPInstanceUID:
+        elements.append(_element(0x1000, _text(str(response.AffectedSOPInstanceUID), b"\x00")))
+    body = b"".join(elements)
+    return _element(0x0000, struct.pack("<I", len(body))) + body
+
+
+class QuickResponseDIMSE(StorageOnlyDIMSE):
+    """The storage DIMSE provider, sending C-STORE responses without pydicom."""
+
+    def send_msg(self, primitive: DimsePrimitiveType, context_id: int) -> None:
+        if (
+            not isinstance(primitive, C_STORE)
+            or primitive.MessageIDBeingRespondedTo is None
+            or _PYNETDICOM.isEnabledFor(logging.DEBUG)
+        ):
+            super().send_msg(primitive, context_id)
+            return
+        try:
+            command = encode_store_response(primitive)
+        except UnicodeEncodeError:
+            # A non-ASCII comment or UID: pynetdicom's encoder decides what to send.
+            super().send_msg(primitive, context_id)
+            return
+        limit = self.maximum_pdu_size
+        if limit and len(command) + _PDU_OVERHEAD > limit:
+            super().send_msg(primitive, context_id)  # it fragments; never for a sane PDU
+            return
+        pdata = P_DATA()
+        pdata.presentation_data_value_list = [[context_id, _LAST_COMMAND_FRAGMENT + command]]  # type: ignore[list-item]
+        self.dul.send_pdu(pdata)
+
+
+def install(assoc: object) -> None:
+    """Send `assoc`'s C-STORE responses quickly; call after dispatch.install."""
+    dimse = assoc.dimse  # type: ignore[attr-defined]
+    if not isinstance(dimse, StorageOnlyDIMSE):
+        raise TypeError("responses.install needs the storage-only DIMSE provider")
+    # The same class swap as streaming.install: the provider is made by Association.
+    dimse.__class__ = QuickResponseDIMSE
