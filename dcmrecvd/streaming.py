@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from io import BytesIO
 from typing import Protocol, cast
 
+from pydicom.multival import MultiValue
 from pynetdicom.dimse import DIMSEServiceProvider
 from pynetdicom.dimse_messages import C_STORE_RQ
 from pynetdicom.dimse_primitives import C_STORE
@@ -104,7 +105,16 @@ class StreamingDIMSE(DIMSEServiceProvider):
                 continue
             single = P_DATA()
             single.presentation_data_value_list = [[context_id, data]]  # type: ignore[list-item]
-            super().receive_primitive(single)
+            try:
+                super().receive_primitive(single)
+            except Exception:  # decode_msg raises whatever a malformed command makes
+                # pynetdicom limit: the error would leave the DUL's state machine and end
+                # its thread, so the association would neither abort nor close.
+                LOG.exception("cannot decode a DIMSE command set; aborting the association")
+                self.message = None
+                self.discard_unclaimed()
+                self.dul.event_queue.put("Evt19")  # an invalid PDU: A-ABORT, then close
+                return
             if isinstance(self.message, C_STORE_RQ):
                 # The command is complete and announces a dataset (one without a
                 # dataset would have been dispatched already).
@@ -122,8 +132,8 @@ class StreamingDIMSE(DIMSEServiceProvider):
             None,
         )
         command = StoreCommand(
-            sop_class_uid=str(cs.AffectedSOPClassUID or ""),
-            sop_instance_uid=str(cs.AffectedSOPInstanceUID or ""),
+            sop_class_uid=_uid_text(cs.get("AffectedSOPClassUID")),
+            sop_instance_uid=_uid_text(cs.get("AffectedSOPInstanceUID")),
             context_id=context_id,
             transfer_syntax=syntax,
             calling_ae_title=str(self.assoc.requestor.ae_title or ""),
@@ -177,6 +187,16 @@ class StreamingDIMSE(DIMSEServiceProvider):
             self._stream = None
         for sink in sinks:
             sink.discard()
+
+
+def _uid_text(value: object) -> str:
+    """A command UID as sent: absent is empty, and a backslash (which pydicom reads as a
+    value separator) stays a backslash, to be sanitised like any other byte."""
+    if value is None:
+        return ""
+    if isinstance(value, MultiValue):
+        return "\\".join(str(part) for part in value)
+    return str(value)
 
 
 def install(assoc: object, factory: SinkFactory) -> None:

@@ -478,12 +478,6 @@ def test_a_bad_pdu_right_after_the_request_kills_no_thread(tmp_path: Path) -> No
 UNDECODABLE_COMMAND = rawpdu.p_data(rawpdu.pdv(3, rawpdu.COMMAND | rawpdu.LAST, b"\xff" * 10))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a command set that pynetdicom cannot decode raises out of the DUL state machine "
-    "(DIMSEMessage.decode_msg via streaming.StreamingDIMSE.receive_primitive): the DUL "
-    "thread dies of an uncaught exception instead of aborting the association",
-)
 def test_an_undecodable_command_set_kills_no_thread(tmp_path: Path) -> None:
     with watched_receiver(tmp_path) as (run, crash_log):
         peer = rawpdu.Peer(run.port)
@@ -497,12 +491,6 @@ def test_an_undecodable_command_set_kills_no_thread(tmp_path: Path) -> None:
     assert crash_log.known[COMMAND_DECODE] == 0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="after an undecodable command set kills the DUL thread, EVT_CONN_CLOSE never "
-    "fires, so streaming.on_connection_closed never discards the dataset being streamed: "
-    "its temp file stays in the spool and its descriptor stays open",
-)
 def test_an_undecodable_command_mid_dataset_leaves_no_temp_file(tmp_path: Path) -> None:
     with watched_receiver(tmp_path) as (run, _crash_log):
         fds = fd_count()
