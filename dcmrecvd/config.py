@@ -64,6 +64,8 @@ DAEMON_DEFAULTS = Settings(
     log_level=LogLevel.INFO,
 )
 
+# Most worker processes [receiver] workers may ask for.
+MAX_WORKERS = 64
 MIN_PDU = 4096
 MAX_PDU = 131072
 # PS3.5 6.2: an AE title is at most 16 characters of the default repertoire, no backslash.
@@ -259,6 +261,7 @@ _RECEIVER_KEYS: dict[str, tuple[str, Callable[[str], object]]] = {
     "check-called-aetitle": ("check_called_aetitle", _boolean),
     "duplicates": ("duplicates", _enum(DuplicatePolicy)),
     "stop-grace": ("stop_grace", _integer(0)),
+    "workers": ("workers", _integer(1, MAX_WORKERS)),
 }
 # Keys that are not one Settings field each.
 _RECEIVER_ONLY = frozenset({"profile", "free-space-reserve", "default-policy"})

@@ -20,16 +20,15 @@ import signal
 import ssl
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
+from contextlib import suppress
 from pathlib import Path
 from types import FrameType
 
-from dcmrecvd import __version__, asconfig, config, logs, systemd, tls
-from dcmrecvd.access import Admission
+from dcmrecvd import __version__, asconfig, config, logs, storage, systemd, tls, workers
 from dcmrecvd.scp import Receiver, check_output_directory
-from dcmrecvd.server import Listener, Serving
+from dcmrecvd.server import Listener
 from dcmrecvd.settings import DCMTK_CONTEXT_LIST_LIMIT, Settings
-from dcmrecvd.stats import Stats
 
 PROGRAM = "dcmrecvd"
 LOG = logging.getLogger("dcmrecv.daemon")
@@ -47,6 +46,12 @@ TLS_SOCKET_NAME = "dicom-tls"
 EMBEDDED = "<embedded defaults>"
 # How often STATUS= is refreshed when no watchdog asks for more.
 STATUS_INTERVAL = 2.0
+# A worker that dies sooner than this after its start is replaced only this much later.
+RESTART_DELAY = 1.0
+# Beyond stop-grace: a worker's last aborts and exit.
+DRAIN_MARGIN = 10.0
+# How long a reload waits for the old workers to stop accepting.
+RETIRE_WAIT = 5.0
 
 
 def _arguments(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -273,7 +278,11 @@ def _detached(loaded: config.Config, pidfile: Path) -> int:
 
 
 class Service:
-    """The daemon's main loop: serve, reload on SIGHUP, drain on SIGTERM."""
+    """The daemon's main loop: supervise the workers, reload on SIGHUP, drain on SIGTERM.
+
+    The workers (workers.py) serve; this process only forks, watches and signals them,
+    and speaks to systemd for all of them.
+    """
 
     def __init__(
         self,
@@ -284,37 +293,42 @@ class Service:
         watchdog: float | None,
     ) -> None:
         self.loaded = loaded
+        self.context = context
         self.watchdog = watchdog
         self.listeners = listeners
         self.notifier = notifier
-        self.stats = Stats()
-        self.admission = Admission()
-        self.current = self._serving(loaded, context)
-        # Only at start: later, the temporary files in the spool are ours, in use.
-        self.current[0].receiver.sweep_spool()
-        self.retired: list[Serving] = []
+        self.board = workers.Board()
+        # pid -> board slot: the generation serving now, and retired ones finishing.
+        self.current: dict[int, int] = {}
+        self.retired: dict[int, int] = {}
+        self._started: dict[int, float] = {}
+        self._spools: dict[int, Path] = {}
+        self._restart_at = 0.0
+        self._stopping = False
         self._signals: queue.SimpleQueue[int] = queue.SimpleQueue()
-
-    def _serving(self, loaded: config.Config, context: ssl.SSLContext | None) -> list[Serving]:
-        """One receiver, accepting on the plain listener and, with its context, on TLS's."""
-        receiver = Receiver(
-            loaded.settings,
-            loaded.profile,
-            peer_profiles=loaded.peer_profiles,
-            stats=self.stats,
-            admission=self.admission,
-        )
-        servings = [Serving(receiver, self.listeners[SOCKET_NAME])]
-        if context is not None:
-            servings.append(Serving(receiver, self.listeners[TLS_SOCKET_NAME], context))
-        return servings
+        # Signals that came while a reload waited for the old workers; handled next.
+        self._deferred: list[int] = []
 
     def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
         self._signals.put(signum)  # SimpleQueue.put is safe in a signal handler
 
+    def _spawn(self) -> tuple[int, int]:
+        generation = workers.Generation(
+            self.loaded, self.context, self.listeners, SOCKET_NAME, TLS_SOCKET_NAME
+        )
+        pid, slot = workers.spawn(self.board, generation)
+        self._started[pid] = time.monotonic()
+        self._spools[pid] = storage.spool_directory(self.loaded.settings.output_dir)
+        return pid, slot
+
+    def _wanted(self) -> int:
+        return workers.count(self.loaded.settings.workers)
+
     def run(self) -> int:
-        for handled in (signal.SIGHUP, signal.SIGTERM, signal.SIGINT):
+        for handled in workers.PARENT_SIGNALS:
             signal.signal(handled, self._on_signal)
+        # Only at start: later, the temporary files in the spool are the workers', in use.
+        Receiver(self.loaded.settings, self.loaded.profile).sweep_spool()
         for name, listener in self.listeners.items():
             host, port = listener.address
             LOG.info(
@@ -327,23 +341,91 @@ class Service:
                 self.loaded.settings.aetitle,
                 self.loaded.profile.name,
             )
+        try:
+            for _ in range(self._wanted()):
+                pid, slot = self._spawn()
+                self.current[pid] = slot
+        except (OSError, RuntimeError) as exc:
+            LOG.critical("cannot start the worker processes: %s", exc)
+            self.stop()
+            return EXIT_UNAVAILABLE
+        LOG.info("serving with %d worker processes", len(self.current))
         self.notifier.ready()
         self._status()
         while True:
-            try:
-                signum: int | None = self._signals.get(
-                    timeout=min(self.watchdog or STATUS_INTERVAL, STATUS_INTERVAL)
-                )
-            except queue.Empty:
-                signum = None
+            signum = self._next_signal(min(self.watchdog or STATUS_INTERVAL, STATUS_INTERVAL))
+            self._reap()
             if signum == signal.SIGHUP:
                 self.reload()
             elif signum in (signal.SIGTERM, signal.SIGINT):
                 return self.stop()
-            self._retire_idle()
-            if self.watchdog is not None and all(s.accepting for s in self.current):
+            self._replace_dead()
+            if self.watchdog is not None and self._healthy():
                 self.notifier.watchdog()
             self._status()
+
+    def _next_signal(self, timeout: float) -> int | None:
+        if self._deferred:
+            return self._deferred.pop(0)
+        try:
+            return self._signals.get(timeout=timeout)
+        except queue.Empty:
+            return None
+
+    def _reap(self) -> None:
+        """Collect the workers that ended; forget their associations and temp files."""
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            code = os.waitstatus_to_exitcode(status)
+            if pid in self.current:
+                slot = self.current.pop(pid)
+                if not self._stopping:
+                    LOG.error("worker %d ended with status %d; starting another", pid, code)
+                    if time.monotonic() - self._started[pid] < RESTART_DELAY:
+                        self._restart_at = time.monotonic() + RESTART_DELAY
+            elif pid in self.retired:
+                slot = self.retired.pop(pid)
+            else:
+                continue
+            self.board.release(slot)
+            self._started.pop(pid, None)
+            spool = self._spools.pop(pid)
+            if code != 0:
+                # A killed worker's temp files are unlocked now; the others' stay locked.
+                removed = storage.sweep(spool)
+                if removed:
+                    LOG.warning("removed %d temporary file(s) of worker %d", len(removed), pid)
+
+    def _replace_dead(self) -> None:
+        if self._stopping or time.monotonic() < self._restart_at:
+            return
+        try:
+            while len(self.current) < self._wanted():
+                pid, slot = self._spawn()
+                self.current[pid] = slot
+        except (OSError, RuntimeError) as exc:
+            LOG.error("cannot start a worker process: %s", exc)
+            self._restart_at = time.monotonic() + RESTART_DELAY
+
+    def _healthy(self) -> bool:
+        """Every worker of the generation runs and has shown lately that it accepts."""
+        if len(self.current) < self._wanted():
+            return False
+        now = time.monotonic()
+        return all(
+            now - max(self.board.beat_of(slot), self._started[pid]) < workers.HEALTHY_AGE
+            for pid, slot in self.current.items()
+        )
+
+    def _signal(self, pids: Iterable[int], signum: int) -> None:
+        for pid in pids:
+            with suppress(ProcessLookupError):
+                os.kill(pid, signum)
 
     def reload(self) -> None:
         """Serve new associations with the configuration as the file says now."""
@@ -365,14 +447,52 @@ class Service:
             LOG.error("reload refused, the running configuration stays in force: %s", exc)
         else:
             self._warn_unreloadable(loaded.settings)
-            new = self._serving(loaded, context)
-            for serving in self.current:
-                serving.stop_accepting()
-            self.retired.extend(self.current)
-            self.current, self.loaded = new, loaded
-            logs.set_level(loaded.settings)
-            LOG.info("reloaded %s: profile %s", loaded.path, loaded.profile.name)
+            self._switch(loaded, context)
         self.notifier.ready()
+
+    def _switch(self, loaded: config.Config, context: ssl.SSLContext | None) -> None:
+        """Fork a generation for `loaded`, then retire the old one (it finishes its work)."""
+        old = self.loaded, self.context
+        self.loaded, self.context = loaded, context
+        logs.set_level(loaded.settings)
+        new: dict[int, int] = {}
+        try:
+            for _ in range(self._wanted()):
+                pid, slot = self._spawn()
+                new[pid] = slot
+        except (OSError, RuntimeError) as exc:
+            LOG.error("reload refused, the running configuration stays in force: %s", exc)
+            self._signal(new, signal.SIGTERM)
+            self.retired.update(new)
+            self.loaded, self.context = old
+            logs.set_level(self.loaded.settings)
+            return
+        # The listening sockets stay open throughout: a connection that arrives while
+        # no worker accepts waits in the backlog, it is never refused.
+        self._signal(self.current, signal.SIGUSR1)
+        retiring = self.current
+        self.retired.update(retiring)
+        self.current = new
+        self._await_stopped_accepting(retiring)
+        LOG.info("reloaded %s: profile %s", loaded.path, loaded.profile.name)
+
+    def _await_stopped_accepting(self, retiring: dict[int, int]) -> None:
+        """Wait until `retiring` workers accept no more, so that after READY=1 every new
+        association gets the new configuration."""
+        deadline = time.monotonic() + RETIRE_WAIT
+        while True:
+            self._reap()
+            waiting = [pid for pid, slot in retiring.items() if pid in self.retired]
+            if not any(self.board.accepting(retiring[pid]) for pid in waiting):
+                return
+            left = deadline - time.monotonic()
+            if left <= 0:
+                LOG.warning("retired workers %s still accept after %.0f s", waiting, RETIRE_WAIT)
+                return
+            with suppress(queue.Empty):
+                signum = self._signals.get(timeout=left)
+                if signum not in (workers.STOPPED_ACCEPTING, signal.SIGCHLD):
+                    self._deferred.append(signum)
 
     def _warn_unreloadable(self, new: Settings) -> None:
         old = self.loaded.settings
@@ -386,13 +506,9 @@ class Service:
                 "%s changed: that takes a restart (systemctl restart dcmrecvd)", ", ".join(changed)
             )
 
-    def _retire_idle(self) -> None:
-        self.retired = [s for s in self.retired if s.associations()]
-
     def _status(self) -> None:
-        servings = [*self.current, *self.retired]
-        active = sum(len(s.associations()) for s in servings)
-        totals = self.stats.totals()
+        board = self.board.snapshot()
+        totals = board.totals
         try:
             free = _size(shutil.disk_usage(self.loaded.settings.output_dir).free) + " free"
         except OSError as exc:
@@ -400,37 +516,31 @@ class Service:
         self.notifier.status(
             f"{self.loaded.settings.aetitle} on port"
             f" {', '.join(str(listener.address[1]) for listener in self.listeners.values())},"
-            f" profile {self.loaded.profile.name}: {active} associations active,"
+            f" profile {self.loaded.profile.name}: {board.active} associations active,"
             f" {totals.associations} in all; {totals.instances} instances,"
-            f" {_size(totals.bytes)} stored; {free}"
+            f" {_size(totals.bytes)} stored; {free}; {len(self.current)} workers"
         )
 
     def stop(self) -> int:
-        """Accept no more; give associations in progress the grace time, abort the rest."""
+        """Stop every worker: each gives its associations stop-grace, then aborts them."""
+        self._stopping = True
         self.notifier.stopping()
-        servings = [*self.current, *self.retired]
-        for serving in servings:
-            serving.stop_accepting()
+        self._signal([*self.current, *self.retired], signal.SIGTERM)
         for listener in self.listeners.values():
             listener.close()
-        grace = self.loaded.settings.stop_grace
-        deadline = time.monotonic() + grace
-        running = []
-        for assoc in (a for s in servings for a in s.associations()):
-            # A connection that has not asked for an association yet has nothing to finish.
-            if assoc.is_established:
-                running.append(assoc)
-            else:
-                assoc.abort()
-        if running:
-            LOG.info("waiting up to %d s for %d associations to finish", grace, len(running))
-        for assoc in running:
-            assoc.join(max(0.0, deadline - time.monotonic()))
-        left = [a for a in running if a.is_alive()]
-        for assoc in left:
-            LOG.warning("aborting association with %s after %d s", assoc.requestor.ae_title, grace)
-            assoc.abort()
-        for assoc in left:
-            assoc.join(5)
+        deadline = time.monotonic() + self.loaded.settings.stop_grace + DRAIN_MARGIN
+        while self.current or self.retired:
+            self._reap()
+            left = deadline - time.monotonic()
+            if not (self.current or self.retired) or left <= 0:
+                break
+            with suppress(queue.Empty):
+                self._signals.get(timeout=left)  # SIGCHLD ends the wait
+        for pid in [*self.current, *self.retired]:
+            LOG.error("worker %d did not stop in time; killing it", pid)
+            with suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+            with suppress(ChildProcessError):
+                os.waitpid(pid, 0)
         LOG.info("dcmrecvd stopped")
         return EXIT_OK

@@ -104,6 +104,8 @@ class Settings:
     verbose_pc: bool = False
     # dcmrecvd: seconds that associations in progress get to finish after SIGTERM.
     stop_grace: int = 30
+    # dcmrecvd: worker processes accepting associations; None: one per CPU core.
+    workers: int | None = None
     # dcmrecvd: where log lines go: auto (the journal under systemd, syslog when
     # detached, else stderr), stderr, journal, syslog, or the path of a file.
     log_destination: str = "auto"

@@ -263,3 +263,9 @@ def test_storage_and_service_key_errors(text: str, reason: str) -> None:
     error = error_of(text)
     assert error.line == 2
     assert reason in error.reason
+
+
+def test_workers_key() -> None:
+    assert parse("[receiver]\nworkers = 4\n").settings.workers == 4
+    assert parse("").settings.workers is None  # one per CPU core
+    assert "out of range" in error_of("[receiver]\nworkers = 0\n").reason
