@@ -24,6 +24,7 @@ import os
 import queue
 import select
 import ssl
+import struct
 import threading
 from collections.abc import Callable
 from contextlib import suppress
@@ -33,6 +34,7 @@ from pynetdicom import evt
 from pynetdicom.association import Association
 from pynetdicom.dul import DULServiceProvider
 from pynetdicom.pdu import A_ABORT_RQ
+from pynetdicom.pdu_primitives import P_DATA
 
 # pynetdicom's own loggers, so these lines read as they did under its reactors.
 _ASSOCIATION_LOG = logging.getLogger("pynetdicom.association")
@@ -46,6 +48,10 @@ _LONGEST_WAIT = 1.0
 # The states in which the ARTIM timer is running and its expiry (Evt18) is an event.
 _ARTIM_STATES = ("Sta2", "Sta13")
 _READABLE = select.POLLIN | select.POLLPRI | select.POLLHUP | select.POLLERR
+# PS3.8 9.3: the PDU types; a P-DATA-TF, and a PDV's message control header bit.
+_PDU_EVENTS = frozenset(range(0x01, 0x08))
+_P_DATA_TF = 0x04
+_COMMAND = 0x01
 
 
 class _Wakeup:
@@ -189,6 +195,70 @@ class BlockingDUL(DULServiceProvider):
             return True
         return False
 
+    def _read_pdu_data(self) -> None:
+        """Read one PDU; a P-DATA-TF goes straight into a P-DATA primitive.
+
+        pynetdicom copies a P-DATA-TF's bytes three more times on the way (bytes() of
+        the buffer, one copy per PDV item, the primitive) and builds a PDU object per
+        PDU. Here the PDVs are views into the one buffer read, unless a handler is
+        bound to the raw bytes or the PDU object (EVT_DATA_RECV, EVT_PDU_RECV).
+        """
+        wrapper = self.socket
+        assert wrapper is not None
+        try:
+            header = wrapper.recv(6)
+        except OSError as exc:
+            self._closed_mid_pdu(exc)
+            return
+        if len(header) != 6:
+            self.event_queue.put("Evt17")  # closed by the peer
+            return
+        kind, _, length = struct.unpack(">BBL", header)
+        if kind not in _PDU_EVENTS:
+            _DUL_LOG.error(f"Unknown PDU type received '0x{kind:02X}'")
+            self.event_queue.put("Evt19")
+            return
+        try:
+            body = wrapper.recv(length)
+        except OSError as exc:
+            self._closed_mid_pdu(exc)
+            return
+        if len(body) != length:
+            _DUL_LOG.error(
+                f"The received PDU is shorter than expected ({6 + len(body)} of "
+                f"{6 + length} bytes received)"
+            )
+            self.event_queue.put("Evt17")
+            return
+        if kind == _P_DATA_TF and not self._raw_pdus_watched():
+            primitive = _p_data(body)
+            if primitive is None:
+                _DUL_LOG.error("Unable to decode the received PDU data")
+                self.event_queue.put("Evt19")
+                return
+            self._recv_pdu.put(cast(Any, _ReadPData(primitive)))
+            self.event_queue.put("Evt10")
+            return
+        try:
+            pdu, event = self._decode_pdu(bytearray(header) + body)
+        except Exception as exc:
+            _DUL_LOG.error("Unable to decode the received PDU data")
+            _DUL_LOG.exception(exc)
+            self.event_queue.put("Evt19")
+            return
+        self.event_queue.put(event)
+        self._recv_pdu.put(pdu)
+
+    def _closed_mid_pdu(self, exc: OSError) -> None:
+        _DUL_LOG.error("Connection closed before the entire PDU was received")
+        _DUL_LOG.exception(exc)
+        self.event_queue.put("Evt17")
+
+    def _raw_pdus_watched(self) -> bool:
+        return bool(
+            self.assoc.get_handlers(evt.EVT_DATA_RECV) or self.assoc.get_handlers(evt.EVT_PDU_RECV)
+        )
+
     def _abort_after(self, exc: Exception) -> None:
         """What pynetdicom does when its reactor fails: A-ABORT past the state machine."""
         _DUL_LOG.error("Exception in DUL.run(), aborting association")
@@ -207,6 +277,41 @@ class BlockingDUL(DULServiceProvider):
 def _pending(sock: object) -> bool:
     # TLS may hold decrypted bytes that the kernel no longer reports as readable.
     return isinstance(sock, ssl.SSLSocket) and sock.pending() > 0
+
+
+class _ReadPData:
+    """What the state machine takes off the DUL's PDU queue: `to_primitive()`."""
+
+    def __init__(self, primitive: P_DATA) -> None:
+        self._primitive = primitive
+
+    def to_primitive(self) -> P_DATA:
+        return self._primitive
+
+
+def _p_data(body: bytearray) -> P_DATA | None:
+    """The P-DATA of a P-DATA-TF body (PS3.8 9.3.5), or None if its items are malformed.
+
+    A dataset fragment stays a view into `body`; a command fragment, small, is copied.
+    """
+    view = memoryview(body)
+    items: list[tuple[int, bytes | memoryview]] = []
+    offset = 0
+    while offset < len(view):
+        if offset + 6 > len(view):
+            return None
+        length = int.from_bytes(view[offset : offset + 4], "big")
+        end = offset + 4 + length
+        if length < 2 or end > len(view):
+            return None  # an item holds a context ID and at least its control header
+        data = view[offset + 5 : end]
+        items.append((view[offset + 4], bytes(data) if data[0] & _COMMAND else data))
+        offset = end
+    primitive = P_DATA()
+    # Filled in place, as P_DATA_TF.to_primitive does: the setter takes bytes only.
+    primitive.presentation_data_value_list = []
+    primitive.presentation_data_value_list.extend(items)  # type: ignore[arg-type]
+    return primitive
 
 
 class BlockingAssociation(Association):

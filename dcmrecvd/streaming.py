@@ -104,7 +104,8 @@ class StreamingDIMSE(DIMSEServiceProvider):
                     self._complete(context_id, data[0])
                 continue
             single = P_DATA()
-            single.presentation_data_value_list = [[context_id, data]]  # type: ignore[list-item]
+            # reactor.py passes dataset fragments as views; pynetdicom takes bytes only.
+            single.presentation_data_value_list = [[context_id, bytes(data)]]  # type: ignore[list-item]
             try:
                 super().receive_primitive(single)
             except Exception:  # decode_msg raises whatever a malformed command makes

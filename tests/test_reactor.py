@@ -147,3 +147,31 @@ def test_a_signal_after_close_writes_nowhere() -> None:
         os.close(w)
     assert wakeup.fd == -1
     assert fd >= 0
+
+
+def pdv(context_id: int, control: int, data: bytes, length: int | None = None) -> bytes:
+    declared = len(data) + 2 if length is None else length
+    return declared.to_bytes(4, "big") + bytes([context_id, control]) + data
+
+
+def test_p_data_items_are_read_from_the_one_buffer() -> None:
+    body = bytearray(pdv(1, 0x03, b"command") + pdv(3, 0x00, b"dataset"))
+    primitive = reactor._p_data(body)
+    assert primitive is not None
+    (cx1, command), (cx3, fragment) = primitive.presentation_data_value_list
+    assert (cx1, bytes(command), cx3, bytes(fragment)) == (1, b"\x03command", 3, b"\x00dataset")
+    assert isinstance(command, bytes)  # commands go to pynetdicom, which takes bytes
+    assert isinstance(fragment, memoryview)  # dataset fragments are not copied
+    assert fragment.obj is body
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        pdv(1, 0x03, b"x", length=1),  # no room for the control header
+        pdv(1, 0x03, b"x", length=50),  # longer than the PDU
+        pdv(1, 0x03, b"x") + b"\x00\x00",  # a truncated item header
+    ],
+)
+def test_malformed_p_data_items_are_refused(body: bytes) -> None:
+    assert reactor._p_data(bytearray(body)) is None
