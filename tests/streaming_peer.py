@@ -20,6 +20,21 @@ from pynetdicom.dimse_primitives import C_STORE
 from dcmrecvd import storage
 from tests import dicomgen
 
+# One profile, Store: CT in Explicit VR Little Endian.
+STORE_CFG = """\
+[[TransferSyntaxes]]
+[Uncompressed]
+TransferSyntax1 = LittleEndianExplicit
+
+[[PresentationContexts]]
+[Store]
+PresentationContext1 = CTImageStorage\\Uncompressed
+
+[[Profiles]]
+[Store]
+PresentationContexts = Store
+"""
+
 LOCALHOST = "127.0.0.1"
 # Our receiver's default max PDU; fragments of this size reach it one at a time.
 PDU = 16384

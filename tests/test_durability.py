@@ -21,6 +21,7 @@ from dcmrecvd.settings import DuplicatePolicy, NamingScheme, Settings
 from tests import dicomgen
 from tests.peers import Proposal, our_receiver, probe
 from tests.streaming_peer import (
+    STORE_CFG,
     association,
     body,
     dataset,
@@ -28,7 +29,7 @@ from tests.streaming_peer import (
     final_files,
     temp_files,
 )
-from tests.test_streaming import BIG, STORE_CFG
+from tests.test_streaming import BIG
 
 UID = "1.2.3.4.100"
 NAME = f"CT.{UID}"

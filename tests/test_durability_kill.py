@@ -18,8 +18,7 @@ from pydicom.uid import UID, ExplicitVRLittleEndian
 from tests import dicomgen
 from tests.conftest import free_port
 from tests.peers import wait_listening
-from tests.streaming_peer import final_files, temp_files, wait_until
-from tests.test_streaming import STORE_CFG
+from tests.streaming_peer import STORE_CFG, final_files, temp_files, wait_until
 
 pytestmark = pytest.mark.slow
 

@@ -14,21 +14,7 @@ from pathlib import Path
 
 from tests.conftest import free_port
 from tests.peers import wait_listening
-from tests.streaming_peer import association, dataset, final_files
-
-CFG = """\
-[[TransferSyntaxes]]
-[Uncompressed]
-TransferSyntax1 = LittleEndianExplicit
-
-[[PresentationContexts]]
-[Store]
-PresentationContext1 = CTImageStorage\\Uncompressed
-
-[[Profiles]]
-[Store]
-PresentationContexts = Store
-"""
+from tests.streaming_peer import STORE_CFG, association, dataset, final_files
 
 HELD = 1100
 
@@ -57,7 +43,7 @@ def socket_fds(pid: int) -> list[int]:
 def test_stores_with_1100_descriptors_open(tmp_path: Path) -> None:
     port = free_port()
     cfg = tmp_path / "store.cfg"
-    cfg.write_text(CFG)
+    cfg.write_text(STORE_CFG)
     out = tmp_path / "out"
     out.mkdir()
     args = ["-xf", str(cfg), "Store", "-od", str(out), str(port)]

@@ -13,21 +13,7 @@ from dcmrecvd import reactor, scp
 from dcmrecvd.profiles import Profile
 from dcmrecvd.settings import Settings
 from tests.peers import our_receiver
-from tests.streaming_peer import association, dataset, final_files, wait_until
-
-STORE_CFG = """\
-[[TransferSyntaxes]]
-[Uncompressed]
-TransferSyntax1 = LittleEndianExplicit
-
-[[PresentationContexts]]
-[Store]
-PresentationContext1 = CTImageStorage\\Uncompressed
-
-[[Profiles]]
-[Store]
-PresentationContexts = Store
-"""
+from tests.streaming_peer import STORE_CFG, association, dataset, final_files, wait_until
 
 # Wake-ups an idle association's two threads may take in IDLE_WINDOW: pynetdicom's
 # 1 ms polling takes hundreds; the blocking reactors wake once per second at most.

@@ -14,7 +14,7 @@ from pynetdicom.dsutils import encode
 from dcmrecvd import responses, scp
 from dcmrecvd.settings import Settings
 from tests.peers import our_receiver
-from tests.streaming_peer import association, dataset, final_files
+from tests.streaming_peer import STORE_CFG, association, dataset, final_files
 
 
 def response(status: int, **fields: object) -> C_STORE:
@@ -51,21 +51,6 @@ def pynetdicoms(rsp: C_STORE) -> bytes:
 )
 def test_same_bytes_as_pynetdicom(rsp: C_STORE) -> None:
     assert responses.encode_store_response(rsp) == pynetdicoms(rsp)
-
-
-STORE_CFG = """\
-[[TransferSyntaxes]]
-[Uncompressed]
-TransferSyntax1 = LittleEndianExplicit
-
-[[PresentationContexts]]
-[Store]
-PresentationContext1 = CTImageStorage\\Uncompressed
-
-[[Profiles]]
-[Store]
-PresentationContexts = Store
-"""
 
 
 def test_a_store_is_answered_without_pynetdicoms_encoder(

@@ -19,6 +19,7 @@ from dcmrecvd.settings import Settings, StorageMode, SubdirMode
 from tests import dicomgen
 from tests.peers import our_receiver
 from tests.streaming_peer import (
+    STORE_CFG,
     association,
     body,
     dataset,
@@ -28,20 +29,6 @@ from tests.streaming_peer import (
     temp_files,
     wait_until,
 )
-
-STORE_CFG = """\
-[[TransferSyntaxes]]
-[Uncompressed]
-TransferSyntax1 = LittleEndianExplicit
-
-[[PresentationContexts]]
-[Store]
-PresentationContext1 = CTImageStorage\\Uncompressed
-
-[[Profiles]]
-[Store]
-PresentationContexts = Store
-"""
 
 # Bigger than the in-memory prefix many times over.
 BIG = 4 * 1024 * 1024
