@@ -8,7 +8,11 @@ Workaround for three pynetdicom 3.0 limits, kept in this one module:
   ValueError for a descriptor >= FD_SETSIZE (1024); pynetdicom takes that for a closed
   connection, so a process with more than ~1000 open files cannot serve associations.
 The polls put up to a millisecond on each hand-over between the threads (several per
-C-STORE) and cost an idle association about 2 % of a core.
+C-STORE) and cost an idle association about 2 % of a core. A fourth limit lives in the
+same loop: the association thread may queue its answer to an A-ASSOCIATE-RQ (Evt7,
+Evt8) after the DUL has aborted for a bad PDU (Sta13), where pynetdicom's state machine
+has no transition for it and raises, ending the DUL thread with a traceback; such a
+late event is dropped instead.
 
 `install` swaps in subclasses before the threads start. The DUL thread blocks in
 poll() (no FD_SETSIZE) on the socket and on an eventfd that the queues it serves
@@ -33,6 +37,7 @@ from typing import Any, TypeVar, cast
 from pynetdicom import evt
 from pynetdicom.association import Association
 from pynetdicom.dul import DULServiceProvider
+from pynetdicom.fsm import TRANSITION_TABLE
 from pynetdicom.pdu import A_ABORT_RQ
 from pynetdicom.pdu_primitives import P_DATA
 
@@ -140,7 +145,10 @@ class BlockingDUL(DULServiceProvider):
             except queue.Empty:
                 pass
             else:
-                self.state_machine.do_action(event)
+                if self._late(event):
+                    _DUL_LOG.debug("%s dropped: the association is already aborted", event)
+                else:
+                    self.state_machine.do_action(event)
                 continue
             try:
                 if self._artim_expired():
@@ -153,6 +161,10 @@ class BlockingDUL(DULServiceProvider):
             except Exception as exc:
                 self._abort_after(exc)
                 return
+
+    def _late(self, event: str) -> bool:
+        state = self.state_machine.current_state
+        return state == "Sta13" and (event, state) not in TRANSITION_TABLE
 
     def _artim_expired(self) -> bool:
         # A stopped Timer still reports expired, so only where Evt18 is an event.
