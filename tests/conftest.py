@@ -5,8 +5,14 @@ from __future__ import annotations
 import shutil
 import socket
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
+
+from dcmrecvd import scp
+from dcmrecvd.profiles import Profile
+from dcmrecvd.settings import Settings
+from tests.streaming_peer import STORE_CFG
 
 
 def free_port() -> int:
@@ -29,3 +35,19 @@ def dcmtk_dcmrecv() -> str:
     if path is None:
         pytest.fail("DCMTK's dcmrecv is missing: run scripts/bootstrap")
     return path
+
+
+@pytest.fixture
+def out(tmp_path: Path) -> Path:
+    """An empty output directory."""
+    path = tmp_path / "out"
+    path.mkdir()
+    return path
+
+
+@pytest.fixture
+def profile(tmp_path: Path) -> Profile:
+    """The profile Store of STORE_CFG (CT in Explicit VR Little Endian), loaded as -xf."""
+    cfg = tmp_path / "store.cfg"
+    cfg.write_text(STORE_CFG)
+    return scp.load_profile(Settings(config_file=cfg, profile_name="Store"))

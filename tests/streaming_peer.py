@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import time
 from collections.abc import Callable, Iterator
@@ -18,7 +19,14 @@ from pynetdicom.dimse_messages import C_STORE_RQ
 from pynetdicom.dimse_primitives import C_STORE
 
 from dcmrecvd import storage
+from dcmrecvd.settings import Settings
 from tests import dicomgen
+
+
+def settings(port: int, out: Path, **changes: Any) -> Settings:
+    """Settings for a receiver on `port` storing into `out`."""
+    return dataclasses.replace(Settings(port=port, output_dir=str(out)), **changes)
+
 
 # One profile, Store: CT in Explicit VR Little Endian.
 STORE_CFG = """\

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import shutil
 import subprocess
@@ -21,36 +20,18 @@ from dcmrecvd.settings import DuplicatePolicy, NamingScheme, Settings
 from tests import dicomgen
 from tests.peers import Proposal, our_receiver, probe
 from tests.streaming_peer import (
-    STORE_CFG,
     association,
     body,
     dataset,
     encoded,
     final_files,
+    settings,
     temp_files,
 )
 from tests.test_streaming import BIG
 
 UID = "1.2.3.4.100"
 NAME = f"CT.{UID}"
-
-
-@pytest.fixture
-def profile(tmp_path: Path) -> Profile:
-    cfg = tmp_path / "store.cfg"
-    cfg.write_text(STORE_CFG)
-    return scp.load_profile(Settings(config_file=cfg, profile_name="Store"))
-
-
-@pytest.fixture
-def out(tmp_path: Path) -> Path:
-    path = tmp_path / "out"
-    path.mkdir()
-    return path
-
-
-def settings(port: int, out: Path, **changes: object) -> Settings:
-    return dataclasses.replace(Settings(port=port, output_dir=str(out)), **changes)  # type: ignore[arg-type]
 
 
 def store_twice(

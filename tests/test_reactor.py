@@ -11,32 +11,13 @@ from pynetdicom.association import Association
 
 from dcmrecvd import reactor, scp
 from dcmrecvd.profiles import Profile
-from dcmrecvd.settings import Settings
 from tests.peers import our_receiver
-from tests.streaming_peer import STORE_CFG, association, dataset, final_files, wait_until
+from tests.streaming_peer import association, dataset, final_files, settings, wait_until
 
 # Wake-ups an idle association's two threads may take in IDLE_WINDOW: pynetdicom's
 # 1 ms polling takes hundreds; the blocking reactors wake once per second at most.
 IDLE_WINDOW = 0.5
 IDLE_WAKEUPS = 10
-
-
-@pytest.fixture
-def profile(tmp_path: Path) -> Profile:
-    cfg = tmp_path / "store.cfg"
-    cfg.write_text(STORE_CFG)
-    return scp.load_profile(Settings(config_file=cfg, profile_name="Store"))
-
-
-@pytest.fixture
-def out(tmp_path: Path) -> Path:
-    path = tmp_path / "out"
-    path.mkdir()
-    return path
-
-
-def settings(port: int, out: Path) -> Settings:
-    return Settings(port=port, output_dir=str(out))
 
 
 def served(receiver: scp.Receiver) -> Association:

@@ -30,13 +30,6 @@ DCMRECV = str(Path(sys.executable).with_name("dcmrecv"))
 
 
 @pytest.fixture
-def out(tmp_path: Path) -> Path:
-    path = tmp_path / "out"
-    path.mkdir()
-    return path
-
-
-@pytest.fixture
 def receiver_port(tmp_path: Path, out: Path) -> Iterator[int]:
     port = free_port()
     settings = Settings(port=port, output_dir=str(out), acse_timeout=TIMEOUT, dimse_timeout=TIMEOUT)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import errno
 import os
 import shutil
@@ -15,41 +14,23 @@ from pydicom import dcmread
 from dcmrecvd import incoming, pdulimit, scp, storage, streaming
 from dcmrecvd.freespace import Reserve
 from dcmrecvd.profiles import Profile
-from dcmrecvd.settings import Settings, StorageMode, SubdirMode
+from dcmrecvd.settings import StorageMode, SubdirMode
 from tests import dicomgen
 from tests.peers import our_receiver
 from tests.streaming_peer import (
-    STORE_CFG,
     association,
     body,
     dataset,
     encoded,
     final_files,
     send_part,
+    settings,
     temp_files,
     wait_until,
 )
 
 # Bigger than the in-memory prefix many times over.
 BIG = 4 * 1024 * 1024
-
-
-@pytest.fixture
-def profile(tmp_path: Path) -> Profile:
-    cfg = tmp_path / "store.cfg"
-    cfg.write_text(STORE_CFG)
-    return scp.load_profile(Settings(config_file=cfg, profile_name="Store"))
-
-
-@pytest.fixture
-def out(tmp_path: Path) -> Path:
-    path = tmp_path / "out"
-    path.mkdir()
-    return path
-
-
-def settings(port: int, out: Path, **changes: object) -> Settings:
-    return dataclasses.replace(Settings(port=port, output_dir=str(out)), **changes)  # type: ignore[arg-type]
 
 
 def nothing_left(out: Path) -> bool:
