@@ -11,15 +11,38 @@ whole scheme.
 
 from __future__ import annotations
 
+import ctypes
+import errno
 import fcntl
 import os
 import secrets
+from collections.abc import Callable
 from contextlib import suppress
 from pathlib import Path
 
 SPOOL_DIRECTORY = ".dcmrecvd-spool"
 TEMP_PREFIX = ".dcmrecvd-"
 TEMP_SUFFIX = ".tmp"
+
+# The fsync in commit serialises the disk write-back of the whole object after the
+# transfer (about 0.5 s per GiB, on top of the receive). So a TempFile starts the
+# write-back of every WRITEBACK_BYTES as they are written, and the final fsync has
+# only the tail left. Smaller objects make no extra system call.
+WRITEBACK_BYTES = 8 * 1024 * 1024
+SYNC_FILE_RANGE_WRITE = 2  # <linux/fs.h>: start the write-out, do not wait for it
+
+
+def _libc_sync_file_range() -> Callable[[int, int, int, int], int] | None:
+    try:
+        function = ctypes.CDLL(None, use_errno=True).sync_file_range
+    except (OSError, AttributeError):
+        return None  # not Linux, or no such symbol in this libc
+    function.argtypes = (ctypes.c_int, ctypes.c_longlong, ctypes.c_longlong, ctypes.c_uint)
+    function.restype = ctypes.c_int
+    return function
+
+
+_SYNC_FILE_RANGE = _libc_sync_file_range()
 
 
 class StorageError(Exception):
@@ -64,6 +87,19 @@ def fsync_directory(directory: Path) -> None:
         os.close(fd)
 
 
+def start_writeback(fd: int, offset: int, length: int) -> None:
+    """Start writing `length` bytes of `fd` from `offset` to disk, without waiting.
+
+    Only a hint (sync_file_range, not in os): OSError where it is missing (ENOSYS)
+    or the file system refuses it (EINVAL, ESPIPE, ...).
+    """
+    if _SYNC_FILE_RANGE is None:
+        raise OSError(errno.ENOSYS, os.strerror(errno.ENOSYS))
+    if _SYNC_FILE_RANGE(fd, offset, length, SYNC_FILE_RANGE_WRITE) != 0:
+        error = ctypes.get_errno()
+        raise OSError(error, os.strerror(error))
+
+
 def _create(spool: Path) -> tuple[Path, int]:
     path = spool / f"{TEMP_PREFIX}{secrets.token_hex(8)}{TEMP_SUFFIX}"
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
@@ -86,6 +122,9 @@ class TempFile:
         self._open = True
         self._committed = False
         self.size = 0
+        # Where the bytes whose write-back is not started yet begin; None once
+        # start_writeback failed for this file (the final fsync alone makes it durable).
+        self._writeback_from: int | None = 0
 
     def write(self, data: bytes | memoryview) -> None:
         view = memoryview(data)
@@ -93,6 +132,14 @@ class TempFile:
             written = os.write(self._fd, view)
             self.size += written
             view = view[written:]
+        start = self._writeback_from
+        if start is not None and self.size - start >= WRITEBACK_BYTES:
+            try:
+                start_writeback(self._fd, start, self.size - start)
+            except OSError:
+                self._writeback_from = None
+            else:
+                self._writeback_from = self.size
 
     def commit(self, final: Path, *, replace: bool, durable: bool = True) -> None:
         """Make the file `final`: replacing what is there, or NameTaken if not `replace`.

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import errno
 import io
+import os
 import zlib
 from pathlib import Path
 
@@ -67,6 +69,105 @@ def test_failed_commit_leaves_the_temp_for_discard(tmp_path: Path) -> None:
     temp.discard()  # idempotent
     assert target.is_dir()
     assert leftovers(spool) == []
+
+
+def record_io(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, int, int]]:
+    """Record start_writeback calls as (offset, length) and fsyncs, in order."""
+    calls: list[tuple[str, int, int]] = []
+    real_fsync = os.fsync
+
+    def fsync(fd: int) -> None:
+        calls.append(("fsync", 0, 0))
+        real_fsync(fd)
+
+    def start_writeback(fd: int, offset: int, length: int) -> None:
+        calls.append(("writeback", offset, length))
+
+    monkeypatch.setattr(storage.os, "fsync", fsync)
+    monkeypatch.setattr(storage, "start_writeback", start_writeback)
+    return calls
+
+
+def test_a_large_object_starts_writeback_of_each_new_range(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls = record_io(monkeypatch)
+    step = storage.WRITEBACK_BYTES
+    chunk = b"x" * (step * 3 // 8)  # the 3rd write crosses the first step
+    temp = storage.TempFile(storage.spool_directory(str(tmp_path)))
+    for _ in range(7):
+        temp.write(chunk)
+    temp.commit(tmp_path / "BIG", replace=True)
+    first = 3 * len(chunk)
+    assert calls == [
+        ("writeback", 0, first),
+        ("writeback", first, 3 * len(chunk)),
+        ("fsync", 0, 0),  # the file: durability still rests on it
+        ("fsync", 0, 0),  # the directory
+    ]
+    assert (tmp_path / "BIG").stat().st_size == 7 * len(chunk)
+
+
+def test_a_small_object_makes_no_writeback_call(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls = record_io(monkeypatch)
+    temp = storage.TempFile(storage.spool_directory(str(tmp_path)))
+    temp.write(b"x" * (storage.WRITEBACK_BYTES - 2))
+    temp.write(b"x")
+    temp.commit(tmp_path / "CT.1", replace=True)
+    assert calls == [("fsync", 0, 0), ("fsync", 0, 0)]
+
+
+def test_a_failing_writeback_is_dropped_for_the_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls = record_io(monkeypatch)
+
+    def refuse(fd: int, offset: int, length: int) -> None:
+        calls.append(("writeback", offset, length))
+        raise OSError(errno.EINVAL, os.strerror(errno.EINVAL))
+
+    monkeypatch.setattr(storage, "start_writeback", refuse)
+    step = storage.WRITEBACK_BYTES
+    temp = storage.TempFile(storage.spool_directory(str(tmp_path)))
+    for _ in range(3):
+        temp.write(b"y" * step)
+    temp.commit(tmp_path / "BIG", replace=True)
+    assert calls == [("writeback", 0, step), ("fsync", 0, 0), ("fsync", 0, 0)]
+    assert (tmp_path / "BIG").read_bytes() == b"y" * (3 * step)
+    # The next file tries again.
+    other = storage.TempFile(storage.spool_directory(str(tmp_path)))
+    other.write(b"z" * step)
+    other.discard()
+    assert calls[-1] == ("writeback", 0, step)
+
+
+def test_start_writeback_calls_the_kernel_and_reports_its_errors(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "data"
+    path.write_bytes(b"d" * 65536)
+    fd = os.open(path, os.O_WRONLY)
+    try:
+        storage.start_writeback(fd, 0, 65536)
+        with pytest.raises(OSError) as err:
+            storage.start_writeback(fd, -1, 65536)
+        assert err.value.errno == errno.EINVAL
+    finally:
+        os.close(fd)
+    read, write = os.pipe()
+    try:
+        with pytest.raises(OSError) as err:
+            storage.start_writeback(write, 0, 1)
+        assert err.value.errno == errno.ESPIPE
+    finally:
+        os.close(read)
+        os.close(write)
+    monkeypatch.setattr(storage, "_SYNC_FILE_RANGE", None)
+    with pytest.raises(OSError) as err:
+        storage.start_writeback(0, 0, 1)
+    assert err.value.errno == errno.ENOSYS
 
 
 def test_sweep_removes_only_files_no_live_writer_holds(tmp_path: Path) -> None:
