@@ -23,6 +23,9 @@ max PDU / network timeout bytes per second (16 KiB in 60 s: 273 B/s).
 from __future__ import annotations
 
 import errno
+import select
+import socket
+import ssl
 import time
 
 from pynetdicom.transport import AssociationSocket
@@ -33,8 +36,6 @@ MINIMUM_LIMIT = 1024 * 1024
 
 # PS3.8 9.3.1: type, reserved, 32-bit length. pynetdicom reads it alone, then the body.
 _PDU_HEADER = 6
-# Bytes asked of the kernel per recv(); the read ends sooner if the PDU does.
-_CHUNK = 64 * 1024
 
 
 class LimitedSocket(AssociationSocket):
@@ -67,28 +68,72 @@ class LimitedSocket(AssociationSocket):
         return self._pdu_deadline
 
     def _read(self, nr_bytes: int, deadline: float | None) -> bytearray:
-        """Up to `nr_bytes` (fewer if the peer closes); TimeoutError past `deadline`."""
+        """Up to `nr_bytes` (fewer if the peer closes); TimeoutError past `deadline`.
+
+        Read straight into the PDU's buffer. A plain socket stays blocking and is
+        read with MSG_DONTWAIT, waiting in poll() only when nothing is there: a
+        timeout set with settimeout() costs two ioctl()s and a poll() per read.
+        """
         sock = self.socket
         assert sock is not None  # pynetdicom reads only from an open socket
-        data = bytearray()
-        previous = sock.gettimeout()
-        try:
-            while len(data) < nr_bytes:
-                if deadline is not None:
-                    remaining = deadline - time.monotonic()
-                    if remaining <= 0:
-                        raise TimeoutError(
-                            errno.ETIMEDOUT,
-                            f"peer sent {len(data)} of {nr_bytes} bytes before the timeout",
-                        )
-                    sock.settimeout(remaining)
-                chunk = sock.recv(min(_CHUNK, nr_bytes - len(data)))
-                if not chunk:
+        data = bytearray(nr_bytes)
+        view = memoryview(data)
+        received = 0
+        if isinstance(sock, ssl.SSLSocket):
+            received = _read_tls(sock, view, deadline)
+        else:
+            while received < nr_bytes:
+                try:
+                    count = sock.recv_into(view[received:], 0, socket.MSG_DONTWAIT)
+                except BlockingIOError:
+                    _wait_readable(sock, deadline, received, nr_bytes)
+                    continue
+                if not count:
                     break  # closed: pynetdicom sees the short read
-                data += chunk
-        finally:
-            sock.settimeout(previous)
+                received += count
+        view.release()
+        if received < nr_bytes:
+            del data[received:]
         return data
+
+
+def _wait_readable(
+    sock: socket.socket, deadline: float | None, received: int, nr_bytes: int
+) -> None:
+    """Block until `sock` has something to read; TimeoutError at `deadline`."""
+    poller = select.poll()
+    poller.register(sock.fileno(), select.POLLIN | select.POLLPRI)
+    while not poller.poll(
+        None if deadline is None else _remaining(deadline, received, nr_bytes) * 1000
+    ):
+        pass
+
+
+def _remaining(deadline: float, received: int, nr_bytes: int) -> float:
+    """Seconds left until `deadline`; TimeoutError when none are."""
+    remaining = deadline - time.monotonic()
+    if remaining <= 0:
+        raise TimeoutError(
+            errno.ETIMEDOUT, f"peer sent {received} of {nr_bytes} bytes before the timeout"
+        )
+    return remaining
+
+
+def _read_tls(sock: ssl.SSLSocket, view: memoryview, deadline: float | None) -> int:
+    """Fill `view` from a TLS socket, whose reads take no flags, under a socket timeout."""
+    received = 0
+    previous = sock.gettimeout()
+    try:
+        while received < len(view):
+            if deadline is not None:
+                sock.settimeout(_remaining(deadline, received, len(view)))
+            count = sock.recv_into(view[received:], len(view) - received)
+            if not count:
+                break
+            received += count
+    finally:
+        sock.settimeout(previous)
+    return received
 
 
 def limit_for(max_pdu: int) -> int | None:

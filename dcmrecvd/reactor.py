@@ -111,6 +111,7 @@ class BlockingDUL(DULServiceProvider):
     _on_end: Callable[[], None]
     # Set as the thread ends; is_alive() turns False a little later.
     _finished: bool
+    _watched: bool | None
 
     def run(self) -> None:
         # Thread.__init__ bound the polling run_reactor as target; this is the one to run.
@@ -248,6 +249,10 @@ class BlockingDUL(DULServiceProvider):
                 _DUL_LOG.error("Unable to decode the received PDU data")
                 self.event_queue.put("Evt19")
                 return
+            if self.state_machine.current_state == "Sta6" and self.event_queue.empty():
+                # What Sta6 + Evt10 (DT-2) does, without the queues and their wake-ups.
+                self.assoc.dimse.receive_primitive(primitive)
+                return
             self._recv_pdu.put(cast(Any, _ReadPData(primitive)))
             self.event_queue.put("Evt10")
             return
@@ -267,9 +272,14 @@ class BlockingDUL(DULServiceProvider):
         self.event_queue.put("Evt17")
 
     def _raw_pdus_watched(self) -> bool:
-        return bool(
-            self.assoc.get_handlers(evt.EVT_DATA_RECV) or self.assoc.get_handlers(evt.EVT_PDU_RECV)
-        )
+        """Whether a handler needs the PDU object, or sees the state machine act on it.
+
+        Asked once: the handlers are bound before the connection opens.
+        """
+        if self._watched is None:
+            watching = (evt.EVT_DATA_RECV, evt.EVT_PDU_RECV, evt.EVT_FSM_TRANSITION)
+            self._watched = any(self.assoc.get_handlers(event) for event in watching)
+        return self._watched
 
     def _abort_after(self, exc: Exception) -> None:
         """What pynetdicom does when its reactor fails: A-ABORT past the state machine."""
@@ -395,6 +405,7 @@ def install(assoc: Association) -> None:
     blocking_dul._wakeup = wakeup
     blocking_dul._on_end = activity.set
     blocking_dul._finished = False
+    blocking_dul._watched = None
     dul.event_queue = _signalling(dul.event_queue, wakeup.signal)
     dul.to_provider_queue = _signalling(dul.to_provider_queue, wakeup.signal)
     dul.to_user_queue = _signalling(dul.to_user_queue, activity.set)

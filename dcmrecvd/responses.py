@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import struct
 from collections.abc import Iterable
+from typing import cast
 
 from pynetdicom.dimse_primitives import C_STORE, DimsePrimitiveType
 from pynetdicom.pdu_primitives import P_DATA
@@ -46,24 +47,47 @@ def _tags(tags: Iterable[int]) -> bytes:
 
 def encode_store_response(response: C_STORE) -> bytes:
     """The command set of a C-STORE-RSP, Implicit VR Little Endian, group length first."""
-    elements = []
-    if response.AffectedSOPClassUID:
-        elements.append(_element(0x0002, _text(str(response.AffectedSOPClassUID), b"\x00")))
-    elements.append(_element(0x0100, struct.pack("<H", _C_STORE_RSP)))
-    elements.append(
-        _element(0x0120, struct.pack("<H", int(response.MessageIDBeingRespondedTo or 0)))
+    return store_response_command(
+        message_id=int(response.MessageIDBeingRespondedTo or 0),
+        sop_class_uid=str(response.AffectedSOPClassUID or ""),
+        sop_instance_uid=str(response.AffectedSOPInstanceUID or ""),
+        status=int(response.Status or 0),
+        comment=str(response.ErrorComment or ""),
+        offending=tuple(int(tag) for tag in cast(list[int], response.OffendingElement or [])),
     )
+
+
+def store_response_command(
+    *,
+    message_id: int,
+    sop_class_uid: str,
+    sop_instance_uid: str,
+    status: int,
+    comment: str = "",
+    offending: tuple[int, ...] = (),
+) -> bytes:
+    """A C-STORE-RSP command set from its values; UnicodeEncodeError if one is not ASCII."""
+    elements = []
+    if sop_class_uid:
+        elements.append(_element(0x0002, _text(sop_class_uid, b"\x00")))
+    elements.append(_element(0x0100, struct.pack("<H", _C_STORE_RSP)))
+    elements.append(_element(0x0120, struct.pack("<H", message_id)))
     elements.append(_element(0x0800, struct.pack("<H", _NO_DATA_SET)))
-    elements.append(_element(0x0900, struct.pack("<H", int(response.Status or 0))))
-    offending = response.OffendingElement
+    elements.append(_element(0x0900, struct.pack("<H", status)))
     if offending:
-        elements.append(_element(0x0901, _tags(int(tag) for tag in offending)))
-    if response.ErrorComment:
-        elements.append(_element(0x0902, _text(str(response.ErrorComment), b" ")))
-    if response.AffectedSOPInstanceUID:
-        elements.append(_element(0x1000, _text(str(response.AffectedSOPInstanceUID), b"\x00")))
+        elements.append(_element(0x0901, _tags(offending)))
+    if comment:
+        elements.append(_element(0x0902, _text(comment, b" ")))
+    if sop_instance_uid:
+        elements.append(_element(0x1000, _text(sop_instance_uid, b"\x00")))
     body = b"".join(elements)
     return _element(0x0000, struct.pack("<I", len(body))) + body
+
+
+def p_data_tf(context_id: int, command: bytes) -> bytes:
+    """A P-DATA-TF PDU holding `command` as one last command fragment (PS3.8 9.3.5)."""
+    item = struct.pack(">LB", len(command) + 2, context_id) + _LAST_COMMAND_FRAGMENT + command
+    return struct.pack(">BBL", 0x04, 0x00, len(item)) + item
 
 
 class QuickResponseDIMSE(StorageOnlyDIMSE):

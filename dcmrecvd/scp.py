@@ -49,6 +49,7 @@ from dcmrecvd import (
     asconfig,
     dispatch,
     dumps,
+    fastpath,
     filemeta,
     header,
     incoming,
@@ -360,6 +361,7 @@ class Receiver:
         streaming.install(event.assoc, self._sink)
         dispatch.install(event.assoc, self._refuse_request)
         responses.install(event.assoc)
+        fastpath.install(event.assoc, self._serve_store)
         self._apply(event, outcome, profile)
 
     def _on_closed(self, event: Event) -> None:
@@ -466,14 +468,25 @@ class Receiver:
         )
 
     def _on_store(self, event: Event) -> int | Dataset:
-        started = time.monotonic()
         request = cast(C_STORE, event.request)
+        served = fastpath.StoreRequest(
+            message_id=int(request.MessageID or 0),
+            sop_class_uid=str(request.AffectedSOPClassUID or ""),
+            sop_instance_uid=str(request.AffectedSOPInstanceUID or ""),
+        )
+        return self._serve_store(served, streaming.claim(event))
+
+    def _serve_store(
+        self, request: fastpath.StoreRequest, sink: streaming.Sink | None
+    ) -> int | Dataset:
+        """Store one C-STORE request's dataset, now the caller's: the response status."""
+        started = time.monotonic()
         instance = {
-            "SOP_CLASS_UID": str(request.AffectedSOPClassUID or ""),
-            "SOP_INSTANCE_UID": str(request.AffectedSOPInstanceUID or ""),
+            "SOP_CLASS_UID": request.sop_class_uid,
+            "SOP_INSTANCE_UID": request.sop_instance_uid,
         }
-        LOG.info("Received C-STORE Request (MsgID %d)", request.MessageID, extra=instance)
-        response = self._store(event)
+        LOG.info("Received C-STORE Request (MsgID %d)", request.message_id, extra=instance)
+        response = self._store(sink)
         status = response if isinstance(response, int) else int(response.Status)
         LOG.info(
             "Sending C-STORE Response (%s)",
@@ -498,9 +511,8 @@ class Receiver:
             space_directory=self.settings.output_dir,
         )
 
-    def _store(self, event: Event) -> int | Dataset:
+    def _store(self, sink: streaming.Sink | None) -> int | Dataset:
         """Store one received object; the C-STORE response status (with a comment)."""
-        sink = streaming.claim(event)
         if self.settings.storage is StorageMode.IGNORE:
             LOG.debug("received dataset is not stored since the storage mode is set to 'ignore'")
             return SUCCESS
