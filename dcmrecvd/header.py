@@ -1,12 +1,16 @@
 """The few dataset elements that naming and the File Meta header need.
 
 Only the start of the encoded dataset is parsed (group 0008 comes first), so a
-received object is never decoded as a whole.
+received object is never decoded as a whole. The elements before Series Date are
+walked by hand: pydicom's reader costs about a fifth of the receiver's Python time per
+instance. Where the walk meets what only pydicom knows how to read (an undefined
+length, an unknown VR, the data ending first), pydicom reads it, as it always did.
 """
 
 from __future__ import annotations
 
 import io
+import struct
 import zlib
 from dataclasses import dataclass
 
@@ -20,6 +24,12 @@ SERIES_DATE = 0x00080021
 # Group 0008 starts every image dataset; this much almost always holds it, and it is
 # all a receiver keeps in memory of a dataset before writing it out.
 PREFIX_BYTES = 64 * 1024
+
+_WANTED = (SOP_CLASS_UID, SOP_INSTANCE_UID, SERIES_DATE)
+# PS3.5 7.1.2: the explicit VRs with a 2-byte reserved field and a 4-byte length.
+_LONG_VRS = frozenset(b"OB OD OF OL OV OW SQ SV UC UN UR UT UV".split())
+_SHORT_VRS = frozenset(b"AE AS AT CS DA DS DT FD FL IS LO LT PN SH SL SS ST TM UI UL US".split())
+_UNDEFINED_LENGTH = 0xFFFFFFFF
 
 
 @dataclass(frozen=True)
@@ -40,7 +50,58 @@ def _text(value: bytes | None) -> str:
     return (value or b"").decode("ascii", errors="replace").rstrip("\x00 ")
 
 
+def _header(elements: dict[int, tuple[bytes | None, str]]) -> Header:
+    """The Header of the raw values (and VRs; empty when implicit) found."""
+    sop_class = elements.get(SOP_CLASS_UID)
+    sop_instance = elements.get(SOP_INSTANCE_UID)
+    date = elements.get(SERIES_DATE)
+    return Header(
+        sop_class_uid=_text(sop_class[0]) if sop_class else "",
+        sop_instance_uid=_text(sop_instance[0]) if sop_instance else "",
+        series_date=_text(date[0]) if date else "",
+        # Implicit VR leaves the VR to the dictionary, where Series Date is DA.
+        series_date_vr=(date[1] or "DA") if date else "",
+    )
+
+
+def _scan(data: bytes, implicit: bool, little: bool) -> Header | None:
+    """The header elements, read without pydicom; None where pydicom has to decide."""
+    order = "<" if little else ">"
+    tag_format, short_format, long_format = order + "HH", order + "H", order + "L"
+    found: dict[int, tuple[bytes | None, str]] = {}
+    offset = 0
+    end = len(data)
+    while offset + 8 <= end:
+        group, element = struct.unpack_from(tag_format, data, offset)
+        tag = group << 16 | element
+        vr = b""
+        if implicit:
+            (length,) = struct.unpack_from(long_format, data, offset + 4)
+            offset += 8
+        else:
+            vr = data[offset + 4 : offset + 6]
+            if vr in _SHORT_VRS:
+                (length,) = struct.unpack_from(short_format, data, offset + 6)
+                offset += 8
+            elif vr in _LONG_VRS and offset + 12 <= end:
+                (length,) = struct.unpack_from(long_format, data, offset + 8)
+                offset += 12
+            else:
+                return None
+        if tag > SERIES_DATE:  # pydicom stops here too, once it has read the header
+            return _header(found)
+        if length == _UNDEFINED_LENGTH or offset + length > end:
+            return None
+        if tag in _WANTED:
+            found[tag] = (data[offset : offset + length], vr.decode("ascii"))
+        offset += length
+    return None
+
+
 def _parse(data: bytes, syntax: UID) -> Header:
+    scanned = _scan(data, syntax.is_implicit_VR, syntax.is_little_endian)
+    if scanned is not None:
+        return scanned
     try:
         ds = read_dataset(
             io.BytesIO(data),
@@ -50,19 +111,12 @@ def _parse(data: bytes, syntax: UID) -> Header:
         )
     except Exception as exc:  # pydicom raises many types on malformed input
         raise HeaderError(f"cannot parse dataset: {exc}") from exc
-    elements = {
-        int(tag): ds.get_item(tag) for tag in (SOP_CLASS_UID, SOP_INSTANCE_UID, SERIES_DATE)
-    }
-    date = elements[SERIES_DATE]
-    return Header(
-        sop_class_uid=_text(elements[SOP_CLASS_UID].value if elements[SOP_CLASS_UID] else None),
-        sop_instance_uid=_text(
-            elements[SOP_INSTANCE_UID].value if elements[SOP_INSTANCE_UID] else None
-        ),
-        series_date=_text(date.value) if date else "",
-        # Implicit VR leaves the VR to the dictionary, where Series Date is DA.
-        series_date_vr=(date.VR or "DA") if date else "",
-    )
+    elements = {}
+    for tag in _WANTED:
+        raw = ds.get_item(tag)
+        if raw is not None:
+            elements[tag] = (raw.value, raw.VR or "")
+    return _header(elements)
 
 
 def read(data: bytes | memoryview, transfer_syntax: str) -> Header:
