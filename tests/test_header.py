@@ -7,6 +7,7 @@ cannot be sure; wherever it answers, its answer must be pydicom's.
 from __future__ import annotations
 
 import io
+from typing import Literal
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -22,7 +23,7 @@ from dcmrecvd import header
 from tests import dicomgen
 
 SYNTAXES = (ImplicitVRLittleEndian, ExplicitVRLittleEndian, ExplicitVRBigEndian)
-FLAGS = {
+FLAGS: dict[str, tuple[bool, bool]] = {
     ImplicitVRLittleEndian: (True, True),
     ExplicitVRLittleEndian: (False, True),
     ExplicitVRBigEndian: (False, False),
@@ -113,7 +114,7 @@ def test_wherever_the_walk_answers_it_is_pydicoms_answer(
 ) -> None:
     # Raw bytes, any VR (even unknown ones), in any order, cut short or with a byte changed.
     implicit, little = FLAGS[syntax]
-    order = "little" if little else "big"
+    order: Literal["little", "big"] = "little" if little else "big"
     data = bytearray()
     for tag, vr, value in elements:
         data += (tag >> 16).to_bytes(2, order) + (tag & 0xFFFF).to_bytes(2, order)
