@@ -83,7 +83,7 @@ def record_io(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, int, int]]:
     def start_writeback(fd: int, offset: int, length: int) -> None:
         calls.append(("writeback", offset, length))
 
-    monkeypatch.setattr(storage.os, "fsync", fsync)
+    monkeypatch.setattr(os, "fsync", fsync)
     monkeypatch.setattr(storage, "start_writeback", start_writeback)
     return calls
 
