@@ -144,6 +144,8 @@ class FastStoreDIMSE(responses.QuickResponseDIMSE):
     _contexts: dict[int, _Context] | None
     _request: StoreRequest | None
     _request_context: int
+    # The peer's maximum PDU length, fixed once the association is accepted.
+    _peer_maximum: int | None
 
     def receive_primitive(self, primitive: P_DATA) -> None:
         for context_id, data in primitive.presentation_data_value_list:
@@ -201,6 +203,7 @@ class FastStoreDIMSE(responses.QuickResponseDIMSE):
                 or any(assoc.get_handlers(event) for event in _UNRAISED)
             )
             self._contexts = {}
+            self._peer_maximum = self.maximum_pdu_size
             if usable:
                 for cx in assoc.accepted_contexts:
                     uid = str(cx.abstract_syntax)
@@ -241,13 +244,16 @@ class FastStoreDIMSE(responses.QuickResponseDIMSE):
             self._drop(sink)
         sink = cast(Sink, self._stream)
         self._stream = None
+        claimed = sink if self.claim(sink) else None
         try:
-            result = self._serve(request, sink if self.claim(sink) else None)
+            result = self._serve(request, claimed)
         except Exception as exc:
             # What pynetdicom answers when an EVT_C_STORE handler raises.
             _SERVICE_LOG.error("Exception in handler bound to 'evt.EVT_C_STORE'")
             _SERVICE_LOG.exception(exc)
             result = _PROCESSING_FAILURE
+            if claimed is not None:
+                claimed.discard()  # it may not have got as far as its own clean-up
         if self.assoc.is_established:
             self._respond(request, result)
 
@@ -268,7 +274,7 @@ class FastStoreDIMSE(responses.QuickResponseDIMSE):
         except UnicodeEncodeError:
             command = b""
         pdu = responses.p_data_tf(self._request_context, command) if command else b""
-        limit = self.maximum_pdu_size
+        limit = self._peer_maximum
         if not pdu or (limit and len(pdu) > limit):
             # pynetdicom's encoder decides (a non-ASCII comment; a tiny peer maximum).
             rsp = C_STORE()
@@ -308,3 +314,4 @@ def install(assoc: object, serve: Serve) -> None:
     fast._contexts = None
     fast._request = None
     fast._request_context = 0
+    fast._peer_maximum = None

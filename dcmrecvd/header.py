@@ -9,6 +9,7 @@ length, an unknown VR, the data ending first), pydicom reads it, as it always di
 
 from __future__ import annotations
 
+import functools
 import io
 import struct
 import zlib
@@ -119,9 +120,15 @@ def _parse(data: bytes, syntax: UID) -> Header:
     return _header(elements)
 
 
+@functools.cache
+def _syntax(transfer_syntax: str) -> UID:
+    # Made once per syntax: pydicom validates the value of every UID it makes.
+    return UID(transfer_syntax)
+
+
 def read(data: bytes | memoryview, transfer_syntax: str) -> Header:
     """Parse the header elements of an encoded dataset in `transfer_syntax`."""
-    syntax = UID(transfer_syntax)
+    syntax = _syntax(transfer_syntax)
     if not syntax.is_transfer_syntax:
         raise HeaderError(f"unknown transfer syntax {transfer_syntax}")
     if syntax.is_deflated:

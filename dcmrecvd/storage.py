@@ -65,6 +65,8 @@ def spool_directory(output_dir: str) -> Path:
 
 def ensure_directory(directory: Path) -> None:
     """Create `directory` and its parents as needed (DCMTK recreates a deleted -od too)."""
+    if directory.is_dir():
+        return  # the usual case, in one stat() instead of mkdir() and two stat()s
     try:
         directory.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
