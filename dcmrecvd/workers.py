@@ -71,6 +71,10 @@ class _Slot(ctypes.Structure):
         ("accepting", ctypes.c_int64),  # 1 from its first accept loop until it stops accepting
         ("running", ctypes.c_int64),  # associations admitted by access control
         ("rules", _Rule * _MAX_RULES),
+        # What this worker has served, until it is reaped (then the board's totals hold it).
+        ("associations", ctypes.c_int64),
+        ("instances", ctypes.c_int64),
+        ("bytes", ctypes.c_int64),
     ]
 
 
@@ -135,9 +139,12 @@ class Board:
             data.slots[index].pid = pid
 
     def release(self, index: int) -> None:
-        """Forget a reaped worker: its associations no longer run."""
+        """Forget a reaped worker: its associations no longer run, its counts are kept."""
         with self._locked() as data:
             slot = data.slots[index]
+            data.associations += slot.associations
+            data.instances += slot.instances
+            data.bytes += slot.bytes
             ctypes.memset(ctypes.addressof(slot), 0, ctypes.sizeof(slot))
 
     def beat_of(self, index: int) -> float:
@@ -150,7 +157,12 @@ class Board:
 
     def snapshot(self) -> Snapshot:
         with self._locked() as data:
-            totals = Totals(int(data.associations), int(data.instances), int(data.bytes))
+            live = [slot for slot in data.slots if slot.pid]
+            totals = Totals(
+                int(data.associations) + sum(int(slot.associations) for slot in live),
+                int(data.instances) + sum(int(slot.instances) for slot in live),
+                int(data.bytes) + sum(int(slot.bytes) for slot in live),
+            )
             return Snapshot(totals, sum(int(slot.active) for slot in data.slots if slot.pid))
 
     # --- a worker's side
@@ -168,10 +180,14 @@ class Board:
             data.slots[self.slot].accepting = int(accepting)
 
     def count(self, *, associations: int = 0, instances: int = 0, size: int = 0) -> None:
-        with self._locked() as data:
-            data.associations += associations
-            data.instances += instances
-            data.bytes += size
+        # Once per instance: only this worker writes its slot's counters, so its threads'
+        # lock is enough, without lockf()'s two system calls; the parent's reads of
+        # aligned 64-bit values are never torn.
+        with self._threads:
+            slot = self._data.slots[self.slot]
+            slot.associations += associations
+            slot.instances += instances
+            slot.bytes += size
 
     def admit(
         self, policy: access.AccessPolicy, max_associations: int, request: tuple[str, str, str]
