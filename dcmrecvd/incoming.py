@@ -93,9 +93,12 @@ class IncomingObject:
             if self.failure is not None or self._discarded:
                 return
             if self.temp is None:
+                if not self._prefix and (self._bit_preserving or len(data) >= header.PREFIX_BYTES):
+                    self._open(data)  # the usual first fragment: no copy to hold
+                    return
                 self._prefix += data
-                if self._bit_preserving or len(self._prefix) >= header.PREFIX_BYTES:
-                    self._open()
+                if len(self._prefix) >= header.PREFIX_BYTES:
+                    self._open(self._take_prefix())
                 return
             self._append(data)
 
@@ -106,7 +109,7 @@ class IncomingObject:
             if self.received == 0:
                 self.failure = Failure(FailureKind.EMPTY, "")
             elif self.temp is None:
-                self._open()
+                self._open(self._take_prefix())
 
     def discard(self) -> None:
         """Remove the temporary file and drop whatever still arrives; idempotent."""
@@ -117,8 +120,11 @@ class IncomingObject:
                 self.temp.discard()
                 self.temp = None
 
-    def _open(self) -> None:
+    def _take_prefix(self) -> bytes:
         prefix, self._prefix = bytes(self._prefix), bytearray()
+        return prefix
+
+    def _open(self, prefix: bytes | memoryview) -> None:
         syntax = str(self.command.transfer_syntax)
         if self._bit_preserving:
             uids = self.sop_uids
