@@ -4,12 +4,15 @@
 Starts the receiver, sends one Part-10 file with DCMTK's storescu over one association,
 checks that the stored dataset is byte-identical to the one sent, and prints one JSON
 line: wall time, MB/s, the receiver's idle and peak RSS (VmHWM from /proc, read while it
-still runs: ru_maxrss of a fresh exec carries the forking parent's mark).
+still runs: ru_maxrss of a fresh exec carries the forking parent's mark), and for
+a receiver of several processes (--dcmrecvd: the daemon's parent and workers) the
+largest PSS and RSS summed over them, sampled during the transfer.
 
     python ../shared/bench/corpus.py big corpus/big --size-mb 1024
     .venv/bin/python bench/big_instance.py corpus/big/big_1024MB.dcm
     .venv/bin/python bench/big_instance.py corpus/big/big_1024MB.dcm \\
         --receiver-cmd 'dcmrecv -xf {cfg} Store -od {outdir} {port}'
+    .venv/bin/python bench/big_instance.py corpus/big/big_1024MB.dcm --dcmrecvd
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -46,6 +50,23 @@ PresentationContexts = Store
 """
 
 OURS = f"{Path(sys.executable).with_name('dcmrecv')} -xf {{cfg}} Store -od {{outdir}} {{port}}"
+# The daemon, its parent and workers, serving the same profile ({conf} is written).
+DAEMON = f"{Path(sys.executable).with_name('dcmrecvd')} --config {{conf}}"
+DAEMON_CONF = """\
+[receiver]
+port = {port}
+bind-address = 127.0.0.1
+output-directory = {outdir}
+profile = store
+
+[profile store]
+asconfig = {cfg}
+asconfig-profile = Store
+
+[logging]
+destination = stderr
+level = warn
+"""
 
 
 def free_port() -> int:
@@ -75,6 +96,48 @@ def status_kib(pid: int, field: str) -> int:
     raise KeyError(field)
 
 
+def tree(pid: int) -> list[int]:
+    """`pid` and its children (the daemon's workers)."""
+    pids = [pid]
+    for children in Path(f"/proc/{pid}/task").glob("*/children"):
+        pids += [int(child) for child in children.read_text().split()]
+    return pids
+
+
+def rollup_kib(pids: list[int], field: str) -> int:
+    """`field` (Pss, Rss) of /proc/<pid>/smaps_rollup, summed over `pids`."""
+    total = 0
+    for pid in pids:
+        try:
+            lines = Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines()
+        except OSError:
+            continue  # ended meanwhile
+        total += sum(int(line.split()[1]) for line in lines if line.startswith(field + ":"))
+    return total
+
+
+class TreeSampler(threading.Thread):
+    """The largest PSS and RSS, each summed over the receiver's processes, while it runs.
+
+    PSS shares each page among the processes that map it, so its sum is the memory
+    the service uses; summed RSS counts the pages the workers share with the parent
+    (interpreter, libraries) once per process.
+    """
+
+    def __init__(self, pid: int) -> None:
+        super().__init__(daemon=True)
+        self.pid = pid
+        self.peak_pss_kib = 0
+        self.peak_rss_kib = 0
+        self.done = threading.Event()
+
+    def run(self) -> None:
+        while not self.done.wait(0.02):  # the sampling period
+            pids = tree(self.pid)
+            self.peak_pss_kib = max(self.peak_pss_kib, rollup_kib(pids, "Pss"))
+            self.peak_rss_kib = max(self.peak_rss_kib, rollup_kib(pids, "Rss"))
+
+
 def body_digest(path: Path) -> str:
     """SHA-256 of the dataset bytes after the File Meta group, read in chunks."""
     meta = dcmread(path, stop_before_pixels=True).file_meta
@@ -94,12 +157,18 @@ def run(instance: Path, receiver_cmd: str, keep: bool) -> dict[str, object]:
     cfg = work / "store.cfg"
     cfg.write_text(CFG.format(sop_class=sop_class))
     port = free_port()
-    argv = shlex.split(receiver_cmd.format(cfg=cfg, outdir=outdir, port=port))
+    conf = work / "dcmrecvd.conf"
+    conf.write_text(DAEMON_CONF.format(port=port, outdir=outdir, cfg=cfg))
+    argv = shlex.split(receiver_cmd.format(cfg=cfg, outdir=outdir, port=port, conf=conf))
     env = dict(os.environ, TCP_NODELAY="1")
     receiver = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         wait_listening(port, receiver)
         idle_kib = status_kib(receiver.pid, "VmRSS")
+        processes = tree(receiver.pid)
+        idle_pss_kib = rollup_kib(processes, "Pss")
+        sampler = TreeSampler(receiver.pid)
+        sampler.start()
         start = time.monotonic()
         sent = subprocess.run(
             ["storescu", "-R", "127.0.0.1", str(port), str(instance)],
@@ -108,7 +177,9 @@ def run(instance: Path, receiver_cmd: str, keep: bool) -> dict[str, object]:
             check=False,
         )
         wall = time.monotonic() - start
-        peak_kib = status_kib(receiver.pid, "VmHWM")
+        sampler.done.set()
+        sampler.join()
+        peak_kib = max(status_kib(pid, "VmHWM") for pid in processes)
     finally:
         receiver.terminate()
         receiver.wait(timeout=30)
@@ -124,6 +195,10 @@ def run(instance: Path, receiver_cmd: str, keep: bool) -> dict[str, object]:
         "mb_per_s": round(size / 1e6 / wall, 1),
         "idle_rss_mib": round(idle_kib / 1024, 1),
         "peak_rss_mib": round(peak_kib / 1024, 1),
+        "processes": len(processes),
+        "idle_pss_mib_all_processes": round(idle_pss_kib / 1024, 1),
+        "peak_pss_mib_all_processes": round(sampler.peak_pss_kib / 1024, 1),
+        "peak_rss_mib_all_processes": round(sampler.peak_rss_kib / 1024, 1),
     }
     if not keep:
         shutil.rmtree(work)
@@ -139,10 +214,13 @@ def main() -> int:
         help="receiver command; {cfg}, {outdir} and {port} are filled in (default: ours)",
     )
     parser.add_argument(
+        "--dcmrecvd", action="store_true", help="run the daemon (parent and workers) instead"
+    )
+    parser.add_argument(
         "--keep", action="store_true", help="keep the work directory with the stored file"
     )
     args = parser.parse_args()
-    result = run(args.instance, args.receiver_cmd, args.keep)
+    result = run(args.instance, DAEMON if args.dcmrecvd else args.receiver_cmd, args.keep)
     print(json.dumps(result))
     return 0 if result["storescu_rc"] == 0 and result["stored_identical"] else 1
 
