@@ -15,7 +15,8 @@ stop-grace seconds, then are aborted). SIGHUP and SIGINT are the parent's.
 What STATUS= counts and what access control limits must hold across all workers and
 generations, so it lives on a Board: one shared memory page, changed under a lock, in
 which every worker has a slot of its own that the parent clears when the worker is
-reaped, so that a killed worker's associations stop counting against the limits.
+reaped, so that a killed worker's associations stop counting against the limits
+(what it served is added to the board's totals first).
 """
 
 from __future__ import annotations
