@@ -185,10 +185,7 @@ class FastStoreDIMSE(responses.QuickResponseDIMSE):
         if not self._fields_bound:
             logfields.bind(**self._fields)
             self._fields_bound = True
-        sink = self._sink_factory(command)
-        with self._sinks_lock:
-            self._stream = sink
-            self._unclaimed.append(sink)
+        self._open_stream(command)
         self._request = request
         self._request_context = context_id
         return True
@@ -236,14 +233,7 @@ class FastStoreDIMSE(responses.QuickResponseDIMSE):
     def _finish(self) -> None:
         request = cast(StoreRequest, self._request)
         self._request = None
-        sink = cast(Sink, self._stream)
-        try:
-            sink.finish()
-        except Exception:
-            LOG.exception("dataset sink failed at the end of the dataset")
-            self._drop(sink)
-        sink = cast(Sink, self._stream)
-        self._stream = None
+        sink = self._close_stream()
         claimed = sink if self.claim(sink) else None
         try:
             result = self._serve(request, claimed)

@@ -139,6 +139,10 @@ class StreamingDIMSE(DIMSEServiceProvider):
             transfer_syntax=syntax,
             calling_ae_title=str(self.assoc.requestor.ae_title or ""),
         )
+        self._open_stream(command)
+
+    def _open_stream(self, command: StoreCommand) -> None:
+        """Stream the dataset that follows `command` to a new sink."""
         sink = self._sink_factory(command)
         with self._sinks_lock:
             self._stream = sink
@@ -159,16 +163,23 @@ class StreamingDIMSE(DIMSEServiceProvider):
             self._stream = Discarding()
         sink.discard()
 
-    def _complete(self, context_id: int, control: int) -> None:
+    def _close_stream(self) -> Sink:
+        """The last fragment is in: finish the sink and stop streaming; the sink (a
+        Discarding one if it failed)."""
         sink = cast(Sink, self._stream)
         try:
             sink.finish()
         except Exception:
             LOG.exception("dataset sink failed at the end of the dataset")
             self._drop(sink)
-        message = cast(C_STORE_RQ, self.message)
-        message.data_set = StreamedDataSet(cast(Sink, self._stream))
+        sink = cast(Sink, self._stream)
         self._stream = None
+        return sink
+
+    def _complete(self, context_id: int, control: int) -> None:
+        sink = self._close_stream()
+        message = cast(C_STORE_RQ, self.message)
+        message.data_set = StreamedDataSet(sink)
         # An empty last fragment lets pynetdicom finish and dispatch the message.
         end = P_DATA()
         end.presentation_data_value_list = [[context_id, bytes([control])]]  # type: ignore[list-item]
