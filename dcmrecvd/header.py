@@ -94,6 +94,8 @@ def _scan(data: bytes, implicit: bool, little: bool) -> Header | None:
         if length == _UNDEFINED_LENGTH or offset + length > end:
             return None
         if tag in _WANTED:
+            if vr == b"UN":
+                return None  # pydicom puts the dictionary's VR in its place
             found[tag] = (data[offset : offset + length], vr.decode("ascii"))
         offset += length
     return None
