@@ -85,6 +85,15 @@ def test_an_undefined_length_sequence_is_left_to_pydicom() -> None:
     )
 
 
+def test_a_needed_element_encoded_as_un_is_left_to_pydicom() -> None:
+    # Series Date as UN (explicit VR, 4-byte length), then a stop tag.
+    data = b"\x08\x00\x21\x00UN\0\0" + (8).to_bytes(4, "little") + b"20240115"
+    data += b"\x08\x00\x30\x00TM\x02\x0012"
+    assert header._scan(data, False, True) is None
+    assert header.read(data, ExplicitVRLittleEndian) == pydicoms(data, ExplicitVRLittleEndian)
+    assert header.read(data, ExplicitVRLittleEndian).series_date_vr == "DA"
+
+
 def test_data_ending_before_series_date_is_left_to_pydicom() -> None:
     data = encode(dicomgen.dataset(dicomgen.Spec(dicomgen.CT, "1.2.3")), ExplicitVRLittleEndian)
     cut = data.index(b"\x08\x00\x21\x00")  # Series Date's tag: the data stops before it
