@@ -57,6 +57,8 @@ _READABLE = select.POLLIN | select.POLLPRI | select.POLLHUP | select.POLLERR
 _PDU_EVENTS = frozenset(range(0x01, 0x08))
 _P_DATA_TF = 0x04
 _COMMAND = 0x01
+# A PDV item's length, presentation context ID and message control header.
+_PDV_ITEM = struct.Struct(">LBB")
 
 
 class _Wakeup:
@@ -140,12 +142,17 @@ class BlockingDUL(DULServiceProvider):
         poller.register(self._wakeup.fd, select.POLLIN)
         watched = [-1]  # the socket fd registered with `poller`
         self.assoc._dul_ready.set()
+        # The queues are peeked at without their locks (an item put meanwhile signals the
+        # eventfd, so the poll below returns at once): several times per PDU, a lock
+        # and a raised queue.Empty each are most of the loop's cost.
+        events = self.event_queue.queue
+        primitives = self.to_provider_queue.queue
         while not self._kill_thread:
-            try:
-                event = self.event_queue.get_nowait()
-            except queue.Empty:
-                pass
-            else:
+            if events:
+                try:
+                    event = self.event_queue.get_nowait()
+                except queue.Empty:  # not expected: only this thread takes from it
+                    continue
                 if self._late(event):
                     _DUL_LOG.debug("%s dropped: the association is already aborted", event)
                 else:
@@ -155,7 +162,7 @@ class BlockingDUL(DULServiceProvider):
                 if self._artim_expired():
                     self.event_queue.put("Evt18")
                 # Only with no event pending, so each queued primitive gets one event.
-                elif self._process_recv_primitive():
+                elif primitives and self._process_recv_primitive():
                     pass
                 elif self._transport_event(poller, watched):
                     self._idle_timer.restart()
@@ -249,7 +256,7 @@ class BlockingDUL(DULServiceProvider):
                 _DUL_LOG.error("Unable to decode the received PDU data")
                 self.event_queue.put("Evt19")
                 return
-            if self.state_machine.current_state == "Sta6" and self.event_queue.empty():
+            if self.state_machine.current_state == "Sta6" and not self.event_queue.queue:
                 # What Sta6 + Evt10 (DT-2) does, without the queues and their wake-ups.
                 self.assoc.dimse.receive_primitive(primitive)
                 return
@@ -319,15 +326,16 @@ def _p_data(body: bytearray) -> P_DATA | None:
     view = memoryview(body)
     items: list[tuple[int, bytes | memoryview]] = []
     offset = 0
-    while offset < len(view):
-        if offset + 6 > len(view):
+    size = len(body)
+    while offset < size:
+        if offset + 6 > size:
             return None
-        length = int.from_bytes(view[offset : offset + 4], "big")
+        length, context_id, control = _PDV_ITEM.unpack_from(body, offset)
         end = offset + 4 + length
-        if length < 2 or end > len(view):
+        if length < 2 or end > size:
             return None  # an item holds a context ID and at least its control header
         data = view[offset + 5 : end]
-        items.append((view[offset + 4], bytes(data) if data[0] & _COMMAND else data))
+        items.append((context_id, bytes(data) if control & _COMMAND else data))
         offset = end
     primitive = P_DATA()
     # Filled in place, as P_DATA_TF.to_primitive does: the setter takes bytes only.
