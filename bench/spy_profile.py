@@ -7,7 +7,7 @@ receiver and prints the share of samples per thread role and the functions with 
 most samples, inclusive and by their own lines. With --gil (the default) only samples
 in which the thread held the GIL count: Python work, not waits.
 
-    .venv/bin/python bench/profile.py corpus/ct --py-spy /path/to/py-spy
+    .venv/bin/python bench/spy_profile.py corpus/ct --py-spy /path/to/py-spy
 """
 
 from __future__ import annotations
