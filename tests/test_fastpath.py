@@ -179,3 +179,28 @@ def test_a_failing_store_answers_a_processing_failure_and_leaves_nothing(
         assert temp_files(out) == []
         assert final_files(out) == []
         peer.close()
+
+
+def test_a_peer_with_a_tiny_maximum_pdu_gets_its_response_in_fragments(
+    served: list[str], out: Path
+) -> None:
+    port = int(served.pop(0))
+    peer = rawpdu.Peer(port)
+    assert peer.associate(rawpdu.associate_rq(max_pdu=64))  # less than one C-STORE-RSP
+    command = rawpdu.command_set(rawpdu.C_STORE_RQ, sop_instance="1.2.3.8")
+    peer.send(rawpdu.p_data(rawpdu.pdv(1, rawpdu.COMMAND | rawpdu.LAST, command)))
+    peer.send(rawpdu.p_data(rawpdu.pdv(1, rawpdu.LAST, rawpdu.explicit_dataset("1.2.3.8"))))
+    fragments = b""
+    while True:
+        pdu = peer.read_pdu(timeout=10.0)
+        assert pdu is not None and pdu[0] == rawpdu.P_DATA_TF
+        assert len(pdu[1]) <= 64
+        item = pdu[1]
+        fragments += item[6:]
+        if item[5] & rawpdu.LAST:
+            break
+    assert served == ["1.2.3.8"]
+    status_at = fragments.index(b"\x00\x00\x00\x09\x02\x00\x00\x00")  # (0000,0900), 2 bytes
+    assert fragments[status_at + 8 : status_at + 10] == b"\x00\x00"  # Success
+    assert final_files(out) == ["CT.1.2.3.8"]
+    peer.close()
