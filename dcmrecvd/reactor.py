@@ -143,8 +143,8 @@ class BlockingDUL(DULServiceProvider):
         watched = [-1]  # the socket fd registered with `poller`
         self.assoc._dul_ready.set()
         # The queues are peeked at without their locks (an item put meanwhile signals the
-        # eventfd, so the poll below returns at once): several times per PDU, a lock
-        # and a raised queue.Empty each are most of the loop's cost.
+        # eventfd, so the poll below returns at once): otherwise every turn, several per
+        # PDU, takes two locks and raises and catches queue.Empty or IndexError.
         events = self.event_queue.queue
         primitives = self.to_provider_queue.queue
         while not self._kill_thread:
