@@ -23,7 +23,6 @@ import json
 import os
 import shlex
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -31,6 +30,7 @@ import threading
 import time
 from pathlib import Path
 
+from ports import free_port, wait_listening
 from pydicom import dcmread
 
 CFG = """\
@@ -67,26 +67,6 @@ asconfig-profile = Store
 destination = stderr
 level = warn
 """
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-def wait_listening(port: int, proc: subprocess.Popen[bytes], timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit(f"receiver exited with {proc.returncode} before listening")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                return
-        except OSError:
-            time.sleep(0.05)
-    raise SystemExit(f"receiver not listening on {port} after {timeout} s")
 
 
 def status_kib(pid: int, field: str) -> int:

@@ -20,12 +20,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import socket
 import statistics
 import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+
+from ports import free_port
 
 HERE = Path(__file__).resolve().parent
 HARNESS = HERE.parent.parent / "shared" / "bench" / "bench.py"
@@ -52,13 +53,6 @@ SCENARIOS = (
     Scenario("one 1 GiB instance (vs dcmrecv +B)", "big", 1, 0.5, bit_preserving_anchor=True),
 )
 KEYS = ("inst_per_s", "mb_per_s", "cpu_s", "cpu_user_s", "peak_rss_mb", "peak_tree_rss_mb")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def harness(args: argparse.Namespace, *command: str) -> dict[str, object]:

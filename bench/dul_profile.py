@@ -17,22 +17,16 @@ import argparse
 import cProfile
 import os
 import pstats
-import socket
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
+from ports import free_port
+
 from dcmrecvd import reactor, scp
 from dcmrecvd.server import Listener, Serving
 from dcmrecvd.settings import Settings
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def main() -> int:

@@ -25,6 +25,7 @@ import threading
 import time
 from pathlib import Path
 
+from ports import free_port, wait_listening
 from pynetdicom.pdu import A_ASSOCIATE_RQ
 from pynetdicom.pdu_primitives import (
     A_ASSOCIATE,
@@ -89,26 +90,6 @@ def tree_cpu(root: int) -> float:
             continue
         todo.extend(int(k) for k in kids)
     return total / CLOCK_TICKS
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-def wait_listening(port: int, proc: subprocess.Popen[bytes]) -> None:
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit(f"dcmrecvd exited with {proc.returncode}")
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return
-        except OSError:
-            time.sleep(0.05)  # polling interval of the deadline loop
-    raise SystemExit("dcmrecvd does not listen")
 
 
 def main() -> int:

@@ -18,33 +18,16 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+from ports import free_port, wait_listening
+
 HERE = Path(__file__).resolve().parent
 _LINE = re.compile(r":\d+\)$")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-def wait_listening(port: int) -> None:
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return
-        except OSError:
-            time.sleep(0.05)  # polling interval of the deadline loop
-    raise SystemExit("dcmrecvd does not listen")
 
 
 def report(raw: Path, top: int) -> None:
