@@ -254,20 +254,17 @@ class FastStoreDIMSE(responses.QuickResponseDIMSE):
             if isinstance(result, int)
             else (int(result.Status), str(result.get("ErrorComment", "")))
         )
-        try:
-            command = responses.store_response_command(
+        command = responses.sendable(
+            lambda: responses.store_response_command(
                 message_id=request.message_id,
                 sop_class_uid=request.sop_class_uid,
                 sop_instance_uid=request.sop_instance_uid,
                 status=status,
                 comment=comment,
-            )
-        except UnicodeEncodeError:
-            command = b""
-        pdu = responses.p_data_tf(self._request_context, command) if command else b""
-        limit = self._peer_maximum
-        if not pdu or (limit and len(pdu) > limit):
-            # pynetdicom's encoder decides (a non-ASCII comment; a tiny peer maximum).
+            ),
+            self._peer_maximum,
+        )
+        if command is None:  # pynetdicom's encoder decides
             rsp = C_STORE()
             rsp.MessageIDBeingRespondedTo = request.message_id
             rsp.AffectedSOPClassUID = request.sop_class_uid
@@ -283,7 +280,7 @@ class FastStoreDIMSE(responses.QuickResponseDIMSE):
             LOG.warning("cannot send the C-STORE response: the connection is closed")
             return
         # In the DUL thread in Sta6: what DT-1 does with a P-DATA request.
-        socket.send(pdu)
+        socket.send(responses.p_data_tf(self._request_context, command))
 
     def discard_unclaimed(self) -> None:
         self._request = None

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 import struct
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import cast
 
 from pynetdicom.dimse_primitives import C_STORE, DimsePrimitiveType
@@ -84,6 +84,19 @@ def store_response_command(
     return _element(0x0000, struct.pack("<I", len(body))) + body
 
 
+def sendable(encode: Callable[[], bytes], peer_maximum: int | None) -> bytes | None:
+    """The command set `encode` makes, or None where pynetdicom's encoder must decide: a
+    value that is not ASCII, or a peer maximum PDU length too small for one fragment
+    (it fragments; never for a sane PDU)."""
+    try:
+        command = encode()
+    except UnicodeEncodeError:
+        return None
+    if peer_maximum and len(command) + _PDU_OVERHEAD > peer_maximum:
+        return None
+    return command
+
+
 def p_data_tf(context_id: int, command: bytes) -> bytes:
     """A P-DATA-TF PDU holding `command` as one last command fragment (PS3.8 9.3.5)."""
     item = struct.pack(">LB", len(command) + 2, context_id) + _LAST_COMMAND_FRAGMENT + command
@@ -101,15 +114,10 @@ class QuickResponseDIMSE(StorageOnlyDIMSE):
         ):
             super().send_msg(primitive, context_id)
             return
-        try:
-            command = encode_store_response(primitive)
-        except UnicodeEncodeError:
-            # A non-ASCII comment or UID: pynetdicom's encoder decides what to send.
+        response = primitive  # narrowed to C_STORE, which the lambda would not keep
+        command = sendable(lambda: encode_store_response(response), self.maximum_pdu_size)
+        if command is None:
             super().send_msg(primitive, context_id)
-            return
-        limit = self.maximum_pdu_size
-        if limit and len(command) + _PDU_OVERHEAD > limit:
-            super().send_msg(primitive, context_id)  # it fragments; never for a sane PDU
             return
         pdata = P_DATA()
         pdata.presentation_data_value_list = [[context_id, _LAST_COMMAND_FRAGMENT + command]]  # type: ignore[list-item]
