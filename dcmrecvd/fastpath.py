@@ -35,16 +35,13 @@ from pynetdicom.service_class import StorageServiceClass
 from pynetdicom.sop_class import uid_to_service_class
 
 from dcmrecvd import logfields, responses
-from dcmrecvd.streaming import Sink, StoreCommand
+from dcmrecvd.streaming import COMMAND, LAST, Sink, StoreCommand
 
 LOG = logging.getLogger(__name__)
 # Where pynetdicom logs an exception in an EVT_C_STORE handler.
 _SERVICE_LOG = logging.getLogger("pynetdicom.service_class")
 _PYNETDICOM = logging.getLogger("pynetdicom")
 
-# PS3.8 E.2 message control header: a command, and its last fragment.
-_COMMAND = 0x01
-_LAST = 0x02
 _C_STORE_RQ = 0x0001
 _NO_DATA_SET = 0x0101
 _PROCESSING_FAILURE = 0xC211
@@ -155,7 +152,7 @@ class FastStoreDIMSE(responses.QuickResponseDIMSE):
                     return
                 continue
             if (
-                data[0] == _COMMAND | _LAST
+                data[0] == COMMAND | LAST
                 and self.message is None
                 and self._stream is None
                 and self._start_fast(context_id, data)
@@ -215,19 +212,19 @@ class FastStoreDIMSE(responses.QuickResponseDIMSE):
     def _dataset_fragment(self, context_id: int, data: bytes | memoryview) -> bool:
         """One fragment of the dataset being received; False if the association aborts."""
         control = data[0]
-        if control & _COMMAND or context_id != self._request_context:
+        if control & COMMAND or context_id != self._request_context:
             # PS3.7 9.3.1.1 / PS3.8 9.3.5.1: the dataset follows its command, whole and
             # on the command's context, before anything else.
             LOG.error(
                 "%s in the middle of a dataset; aborting the association",
-                "a command" if control & _COMMAND else f"a fragment on context {context_id}",
+                "a command" if control & COMMAND else f"a fragment on context {context_id}",
             )
             self._request = None
             self.discard_unclaimed()
             self.dul.event_queue.put("Evt19")  # an invalid PDU: A-ABORT, then close
             return False
         self._write(memoryview(data)[1:])
-        if control & _LAST:
+        if control & LAST:
             self._finish()
         return True
 

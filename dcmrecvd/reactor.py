@@ -41,6 +41,8 @@ from pynetdicom.fsm import TRANSITION_TABLE
 from pynetdicom.pdu import A_ABORT_RQ
 from pynetdicom.pdu_primitives import P_DATA
 
+from dcmrecvd.streaming import COMMAND
+
 # pynetdicom's own loggers, so these lines read as they did under its reactors.
 _ASSOCIATION_LOG = logging.getLogger("pynetdicom.association")
 _DUL_LOG = logging.getLogger("pynetdicom.dul")
@@ -53,10 +55,9 @@ _LONGEST_WAIT = 1.0
 # The states in which the ARTIM timer is running and its expiry (Evt18) is an event.
 _ARTIM_STATES = ("Sta2", "Sta13")
 _READABLE = select.POLLIN | select.POLLPRI | select.POLLHUP | select.POLLERR
-# PS3.8 9.3: the PDU types; a P-DATA-TF, and a PDV's message control header bit.
+# PS3.8 9.3: the PDU types; a P-DATA-TF.
 _PDU_EVENTS = frozenset(range(0x01, 0x08))
 _P_DATA_TF = 0x04
-_COMMAND = 0x01
 # A PDV item's length, presentation context ID and message control header.
 _PDV_ITEM = struct.Struct(">LBB")
 
@@ -335,7 +336,7 @@ def _p_data(body: bytearray) -> P_DATA | None:
         if length < 2 or end > size:
             return None  # an item holds a context ID and at least its control header
         data = view[offset + 5 : end]
-        items.append((context_id, bytes(data) if control & _COMMAND else data))
+        items.append((context_id, bytes(data) if control & COMMAND else data))
         offset = end
     primitive = P_DATA()
     # Filled in place, as P_DATA_TF.to_primitive does: the setter takes bytes only.

@@ -33,9 +33,9 @@ from pynetdicom.pdu_primitives import P_DATA
 
 LOG = logging.getLogger(__name__)
 
-# PS3.8 E.2 message control header bits.
-_COMMAND = 0x01
-_LAST = 0x02
+# PS3.8 E.2 message control header bits (fastpath.py and reactor.py read them too).
+COMMAND = 0x01
+LAST = 0x02
 
 
 @dataclass(frozen=True)
@@ -98,9 +98,9 @@ class StreamingDIMSE(DIMSEServiceProvider):
         # One PDV at a time, so a P-DATA that ends the command and starts the dataset
         # is split between pynetdicom and the sink.
         for context_id, data in primitive.presentation_data_value_list:
-            if self._stream is not None and not data[0] & _COMMAND:
+            if self._stream is not None and not data[0] & COMMAND:
                 self._write(memoryview(data)[1:])
-                if data[0] & _LAST:
+                if data[0] & LAST:
                     self._complete(context_id, data[0])
                 continue
             single = P_DATA()
