@@ -20,15 +20,20 @@ from collections.abc import Callable
 from contextlib import suppress
 from pathlib import Path
 
+from dcmrecvd.directio import DirectWriter
+
 SPOOL_DIRECTORY = ".dcmrecvd-spool"
 TEMP_PREFIX = ".dcmrecvd-"
 TEMP_SUFFIX = ".tmp"
 
 # The fsync in commit serialises the disk write-back of the whole object after the
-# transfer (about 0.5 s per GiB, on top of the receive). So a TempFile starts the
+# transfer (about 0.5 s per GiB, on top of the receive). Past DIRECT_FROM bytes the
+# rest of an object is written with O_DIRECT (directio.py), which leaves nothing to
+# write back; where the file system refuses O_DIRECT, a TempFile instead starts the
 # write-back of every WRITEBACK_BYTES as they are written, and the final fsync has
 # only the tail left. Smaller objects make no extra system call.
 WRITEBACK_BYTES = 8 * 1024 * 1024
+DIRECT_FROM = WRITEBACK_BYTES
 SYNC_FILE_RANGE_WRITE = 2  # <linux/fs.h>: start the write-out, do not wait for it
 
 
@@ -104,7 +109,8 @@ def start_writeback(fd: int, offset: int, length: int) -> None:
 
 def _create(spool: Path) -> tuple[Path, int]:
     path = spool / f"{TEMP_PREFIX}{secrets.token_hex(8)}{TEMP_SUFFIX}"
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
+    # Readable too: directio reads back the last partial block it takes over.
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
     fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     return path, fd
 
@@ -127,9 +133,15 @@ class TempFile:
         # Where the bytes whose write-back is not started yet begin; None once
         # start_writeback failed for this file (the final fsync alone makes it durable).
         self._writeback_from: int | None = 0
+        self._direct: DirectWriter | None = None
+        self._direct_tried = False
 
     def write(self, data: bytes | memoryview) -> None:
         view = memoryview(data)
+        if self._direct is not None:
+            self._direct.add(view)
+            self.size += len(view)
+            return
         while view:
             written = os.write(self._fd, view)
             self.size += written
@@ -142,6 +154,9 @@ class TempFile:
                 self._writeback_from = None
             else:
                 self._writeback_from = self.size
+        if not self._direct_tried and self.size >= DIRECT_FROM:
+            self._direct_tried = True
+            self._direct = DirectWriter.start(self._fd, self.size)
 
     def commit(self, final: Path, *, replace: bool, durable: bool = True) -> None:
         """Make the file `final`: replacing what is there, or NameTaken if not `replace`.
@@ -150,6 +165,12 @@ class TempFile:
         directory entry are on disk when this returns. On any exception the
         temporary file is still there; the caller discards it.
         """
+        if self._direct is not None:
+            direct, self._direct = self._direct, None
+            try:
+                direct.finish()
+            finally:
+                direct.close()
         if durable:
             os.fsync(self._fd)
         if replace:
@@ -178,6 +199,9 @@ class TempFile:
             self.path.unlink(missing_ok=True)
 
     def _close(self) -> None:
+        if self._direct is not None:
+            self._direct.close()  # its thread may still be writing to the file
+            self._direct = None
         if self._open:
             self._open = False
             with suppress(OSError):

@@ -167,6 +167,21 @@ def test_bit_preserving_is_byte_identical_like_dcmrecv(dcmtk_dcmrecv: str, works
         assert meta_of(path, *keys) == meta_of(theirs.files[rel], *keys), rel
 
 
+def test_a_large_object_is_byte_identical_like_dcmrecv(dcmtk_dcmrecv: str, workspace: Path) -> None:
+    """22 MB: past storage.DIRECT_FROM, so most of it is written with O_DIRECT."""
+    ds = dicomgen.part10(dicomgen.Spec(dicomgen.CT, "1.2.3.4.700"))
+    ds.Rows, ds.Columns = 4600, 4801
+    ds.PixelData = bytes(range(251)) * (4600 * 4801 // 251) + bytes(4600 * 4801 % 251)
+    (workspace / "large").mkdir()
+    ds.save_as(workspace / "large" / "big.dcm", enforce_file_format=True)
+    theirs, ours = both(workspace, ["+B"], "large")
+    assert (theirs.storescu_rc, ours.storescu_rc) == (0, 0)
+    assert sorted(ours.files) == sorted(theirs.files) and len(ours.files) == 1
+    for rel, path in ours.files.items():
+        assert dataset_bytes(path) == dataset_bytes(theirs.files[rel]), rel
+        assert path.stat().st_size > 22_000_000
+
+
 def test_normal_mode_stores_what_arrived(
     dcmtk_dcmrecv: str, workspace: Path, tmp_path: Path
 ) -> None:

@@ -72,7 +72,12 @@ def test_failed_commit_leaves_the_temp_for_discard(tmp_path: Path) -> None:
 
 
 def record_io(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, int, int]]:
-    """Record start_writeback calls as (offset, length) and fsyncs, in order."""
+    """Record start_writeback calls as (offset, length) and fsyncs, in order.
+
+    Objects stay in the page cache, as on a file system refusing O_DIRECT (the
+    direct path is tests/test_directio.py's).
+    """
+    monkeypatch.setattr(storage, "DIRECT_FROM", 2**62)
     calls: list[tuple[str, int, int]] = []
     real_fsync = os.fsync
 
