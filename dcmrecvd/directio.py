@@ -92,7 +92,7 @@ class DirectWriter:
         The buffers go with the last reference to them (an error's traceback may
         still hold one, so they are not closed here).
         """
-        with suppress(OSError):
+        with suppress(Exception):  # already raised by add() or finish(), or moot
             self._wait()
         self._thread.shutdown(wait=True)
 
