@@ -45,8 +45,8 @@ class DirectWriter:
             raise ValueError(f"offset {offset} is not a multiple of {ALIGN}")
         self._fd = fd
         self._offset = offset  # where the buffer being filled goes in the file
-        self._buffers = (mmap.mmap(-1, CHUNK), mmap.mmap(-1, CHUNK))
-        self._views = (memoryview(self._buffers[0]), memoryview(self._buffers[1]))
+        # Anonymous maps are page-aligned; each view keeps its map alive.
+        self._views = (memoryview(mmap.mmap(-1, CHUNK)), memoryview(mmap.mmap(-1, CHUNK)))
         self._flags = fcntl.fcntl(fd, fcntl.F_GETFL)
         fcntl.fcntl(fd, fcntl.F_SETFL, self._flags | os.O_DIRECT)  # EINVAL where refused
         self._direct = True
