@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import struct
 import zlib
+from collections.abc import Callable
 from typing import Final
 
 from pydicom._dicom_dict import DicomDictionary  # the public datadict does not export it
@@ -66,6 +67,15 @@ _SEQUENCE_TAGS: Final = frozenset(tag for tag, entry in DicomDictionary.items() 
 # Every tag of the main dictionary -> the required multiple of its length.
 _DICTIONARY_MULTIPLES: Final = {
     tag: _NUMBER_SIZES.get(entry[0], 1) for tag, entry in DicomDictionary.items()
+}
+# The plain elements the fast loops step over: explicit VR -> multiple (2-byte and 4-byte
+# length forms apart), implicit dictionary tag -> multiple. Sequences are not plain.
+_PLAIN_SHORT: Final = {vr: multiple for vr, (long, multiple) in _VRS.items() if not long}
+_PLAIN_LONG: Final = {vr: multiple for vr, (long, multiple) in _VRS.items() if long and vr != b"SQ"}
+_PLAIN_TAGS: Final = {
+    tag: multiple
+    for tag, multiple in _DICTIONARY_MULTIPLES.items()
+    if tag not in _SEQUENCE_TAGS and tag >> 16 != 0xFFFE  # the items and delimiters
 }
 
 # What the walk expects next: data elements (the top level or an item), items of a
@@ -135,7 +145,8 @@ class StreamValidator:
         self._explicit_header = struct.Struct(order + "HH2sH").unpack_from
         self._long_length = struct.Struct(order + "L").unpack_from
         self._inflater = zlib.decompressobj(-15) if transfer_syntax in _DEFLATED else None
-        self._padding = 0  # bytes seen after the end of the deflate stream
+        self._crc = 0  # CRC-32 of the inflated bytes, for a gzip trailer
+        self._tail = b""  # what followed the end of the deflate stream
         self._error: ValidationError | None = None
         self._position = 0  # stream offset of the next byte fed (inflated for deflate)
         self._carry = b""  # the start of an element header split across fragments
@@ -184,6 +195,7 @@ class StreamValidator:
         try:
             out = inflater.decompress(data, _INFLATE_CHUNK)
             while True:
+                self._crc = zlib.crc32(out, self._crc)
                 self._walk_fragment(out)
                 if inflater.eof or not inflater.unconsumed_tail:
                     break
@@ -194,10 +206,10 @@ class StreamValidator:
             self._after_deflate(inflater.unused_data)
 
     def _after_deflate(self, tail: bytes | memoryview) -> None:
-        # PS3.5 A.5 pads a deflate stream of odd length with one NUL byte.
-        self._padding += len(tail)
-        if self._padding > 1 or any(tail):
+        # At most a gzip trailer (8 bytes) may follow the stream; _finish checks it.
+        if len(self._tail) + len(tail) > 8:
             raise ValidationError(self._position, None, "data after the deflate stream")
+        self._tail += bytes(tail)
 
     def _walk_fragment(self, data: bytes | memoryview) -> None:
         carry = self._carry
@@ -237,6 +249,11 @@ class StreamValidator:
             if at + 8 > self._limit:
                 raise ValidationError(at, None, f"header past end of {self._within()}")
             kind = self._kind
+            if kind == _ELEMENTS:
+                stop = self._plain(buf, i, n, self._limit - base)
+                if stop != i:
+                    i = stop
+                    continue
             if kind != _ELEMENTS or self._implicit:
                 group, element, length = tag_length(buf, i)
                 tag = group << 16 | element
@@ -292,6 +309,53 @@ class StreamValidator:
                 self._skip = i - n
                 self._skipped = (at, tag, length)
                 return n
+
+    @property
+    def _plain(self) -> Callable[[bytes | memoryview, int, int, int], int]:
+        return self._plain_implicit if self._implicit else self._plain_explicit
+
+    def _plain_explicit(self, buf: bytes | memoryview, i: int, n: int, limit: int) -> int:
+        """Step over plain explicit VR elements wholly in buf[i:min(n, limit)]; where it
+        stopped, at something for _walk to look at (the hot loop: ~100 elements a CT)."""
+        header = self._explicit_header
+        long_length = self._long_length
+        short_vrs = _PLAIN_SHORT
+        long_vrs = _PLAIN_LONG
+        end = min(n, limit)
+        while i + 8 <= end:
+            group, _element, vr, length = header(buf, i)
+            multiple = short_vrs.get(vr)
+            if multiple is not None:
+                next_i = i + 8 + length
+            else:
+                multiple = long_vrs.get(vr)
+                if multiple is None or i + 12 > end:
+                    return i
+                (length,) = long_length(buf, i + 8)
+                next_i = i + 12 + length
+            if next_i > end or length % multiple or group == 0xFFFE:
+                return i  # also an undefined length: next_i is then past any end
+            i = next_i
+        return i
+
+    def _plain_implicit(self, buf: bytes | memoryview, i: int, n: int, limit: int) -> int:
+        """_plain_explicit for implicit VR: plain elements are in the dictionary and not
+        sequences, or private."""
+        tag_length = self._tag_length
+        tags = _PLAIN_TAGS
+        end = min(n, limit)
+        while i + 8 <= end:
+            group, element, length = tag_length(buf, i)
+            multiple = tags.get(group << 16 | element)
+            if multiple is None:
+                if not group & 1:
+                    return i
+                multiple = 1
+            next_i = i + 8 + length
+            if next_i > end or length % multiple:
+                return i
+            i = next_i
+        return i
 
     def _bad_vr(self, vr: bytes) -> str:
         if vr.isalpha() and vr.isupper():
@@ -393,8 +457,15 @@ class StreamValidator:
         self._pop()
 
     def _finish(self) -> None:
-        if self._inflater is not None and not self._inflater.eof:
-            raise ValidationError(self._position, None, "deflate stream cut short")
+        if self._inflater is not None:
+            if not self._inflater.eof:
+                raise ValidationError(self._position, None, "deflate stream cut short")
+            # PS3.5 A.5 pads a stream of odd length with a NUL byte. Some writers leave a
+            # gzip trailer (CRC-32 and size of the inflated data), which pydicom and DCMTK
+            # read past; anything else after the stream is refused.
+            trailer = struct.pack("<LL", self._crc, self._position & 0xFFFFFFFF)
+            if self._tail not in (b"", b"\0", trailer):
+                raise ValidationError(self._position, None, "data after the deflate stream")
         end = self._position
         if self._skip:
             at, tag, length = self._skipped
