@@ -53,6 +53,10 @@ _NUMBER_SIZES: Final = {
     "FD": 8,
     "SV": 8,
     "UV": 8,
+    # pydicom reads these ambiguous dictionary VRs as US or SS when accessed.
+    "US or SS": 2,
+    "US or OW": 2,
+    "US or SS or OW": 2,
 }
 # PS3.5 7.1.2: explicit VR -> (4-byte length form, required multiple of the length).
 _LONG_VRS: Final = ("OB", "OD", "OF", "OL", "OV", "OW", "SQ", "SV", "UC", "UN", "UR", "UT", "UV")
