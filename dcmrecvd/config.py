@@ -62,6 +62,7 @@ DAEMON_DEFAULTS = Settings(
     host_lookup=False,
     context_list_limit=None,
     log_level=LogLevel.INFO,
+    check_sop_uids=True,
 )
 
 # Most worker processes [receiver] workers may ask for.
@@ -218,6 +219,27 @@ def _log_destination(text: str) -> str:
 _SIZE = re.compile(r"(?P<number>\d+(?:\.\d+)?)\s*(?P<unit>[kmgt]?)(?P<binary>i?)b?", re.IGNORECASE)
 
 
+def size(text: str) -> int:
+    """`500MB`, `1GiB`, `4096` -> bytes."""
+    match = _SIZE.fullmatch(text.strip())
+    if match is None:
+        raise ValueError(f"not a size (like 500MB, 10GiB): '{text}'")
+    power = " kmgt".index(match["unit"].lower() or " ")
+    scale = (1024 if match["binary"] else 1000) ** power
+    return int(float(match["number"]) * scale)
+
+
+def _positive_size(text: str) -> int:
+    value = size(text)
+    if value <= 0:
+        raise ValueError(f"must be more than 0: '{text}'")
+    return value
+
+
+def _optional_text(text: str) -> str | None:
+    return text or None
+
+
 def free_space_reserve(text: str) -> tuple[int, float]:
     """`10GiB`, `5%` or both (`10GiB 5%`) -> (bytes, percent); `0` turns the guard off."""
     reserve_bytes, percent = 0, 0.0
@@ -230,12 +252,9 @@ def free_space_reserve(text: str) -> tuple[int, float]:
             if not 0 <= percent < 100:
                 raise ValueError(f"{item} is out of range (0% to 99%)")
             continue
-        match = _SIZE.fullmatch(item)
-        if match is None:
+        if _SIZE.fullmatch(item) is None:
             raise ValueError(f"not a size (like 500MB, 10GiB) or a percentage: '{item}'")
-        power = " kmgt".index(match["unit"].lower() or " ")
-        scale = (1024 if match["binary"] else 1000) ** power
-        reserve_bytes = int(float(match["number"]) * scale)
+        reserve_bytes = size(item)
     return reserve_bytes, percent
 
 
@@ -262,6 +281,9 @@ _RECEIVER_KEYS: dict[str, tuple[str, Callable[[str], object]]] = {
     "duplicates": ("duplicates", _enum(DuplicatePolicy)),
     "stop-grace": ("stop_grace", _integer(0)),
     "workers": ("workers", _integer(1, MAX_WORKERS)),
+    "check-sop-uids": ("check_sop_uids", _boolean),
+    "quarantine-directory": ("quarantine_dir", _optional_text),
+    "quarantine-size": ("quarantine_max_bytes", _positive_size),
 }
 # Keys that are not one Settings field each.
 _RECEIVER_ONLY = frozenset({"profile", "free-space-reserve", "default-policy"})
@@ -563,6 +585,33 @@ def _access(reader: _Reader, profiles: Mapping[str, Profile]) -> AccessPolicy:
 # --- the file ----------------------------------------------------------------------------
 
 
+def _inside(path: Path, directory: Path) -> bool:
+    return path == directory or directory in path.parents
+
+
+def _check_quarantine(reader: _Reader, settings: Settings) -> None:
+    """Refused objects never land where final files do (an archiver would take them)."""
+    if settings.quarantine_dir is None:
+        return
+    # Relative paths are relative to the daemon's working directory, as output-directory.
+    quarantine = Path(settings.quarantine_dir).resolve()
+    output = Path(settings.output_dir or ".").resolve()
+    if _inside(quarantine, output):
+        raise reader.error(
+            "receiver",
+            "quarantine-directory",
+            f"quarantine-directory: {settings.quarantine_dir} is inside the output directory"
+            f" {settings.output_dir}",
+        )
+    if _inside(output, quarantine):
+        raise reader.error(
+            "receiver",
+            "quarantine-directory",
+            f"quarantine-directory: the output directory {settings.output_dir} is inside"
+            f" {settings.quarantine_dir}",
+        )
+
+
 def parse(text: str, path: str) -> Config:
     """Check an INI document; raise ConfigError on the first problem found."""
     reader = _Reader(path, text)
@@ -599,6 +648,7 @@ def parse(text: str, path: str) -> Config:
             "storage",
             "storage = bit-preserving does not go with series-date subdirectories",
         )
+    _check_quarantine(reader, settings)
     profiles = _profiles(reader)
     chosen = reader.parser.get("receiver", "profile", fallback=DEFAULT_PROFILE)
     if chosen in profiles:

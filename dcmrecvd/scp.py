@@ -57,6 +57,7 @@ from dcmrecvd import (
     naming,
     pdulimit,
     placement,
+    quarantine,
     quietlog,
     reactor,
     responses,
@@ -103,12 +104,15 @@ REJECT_LOCAL_LIMIT_EXCEEDED = (0x02, 0x03, 0x02)  # transient: the free-space re
 SUCCESS = 0x0000
 OUT_OF_RESOURCES = 0xA700
 CANNOT_UNDERSTAND = 0xC000
+# dcmrecvd's check-sop-uids, as storescp (DCMTK's dcmrecv never sends it).
+DATASET_DOES_NOT_MATCH = 0xA900
 # The duplicate policy "reject" (PS3.7 C.4.2.1.2 has no storage-specific code for it).
 DUPLICATE_SOP_INSTANCE = 0x0111
 STATUS_TEXT = {
     SUCCESS: "Success",
     OUT_OF_RESOURCES: "Refused: OutOfResources",
     CANNOT_UNDERSTAND: "Error: CannotUnderstand",
+    DATASET_DOES_NOT_MATCH: "Error: DataSetDoesNotMatchSOPClass",
     DUPLICATE_SOP_INSTANCE: "Failed: DuplicateSOPInstance",
 }
 
@@ -252,6 +256,11 @@ class Receiver:
         )
         for served in (profile, *self.peer_profiles.values()):
             register_storage_classes(served)
+        self.quarantine = (
+            quarantine.Quarantine(Path(settings.quarantine_dir), settings.quarantine_max_bytes)
+            if settings.quarantine_dir is not None
+            else None
+        )
 
     def handlers(self) -> list[EventHandlerType]:
         return [
@@ -509,6 +518,8 @@ class Receiver:
             spool=self.spool,
             reserve=self.reserve,
             space_directory=self.settings.output_dir,
+            check_sop_uids=self.settings.check_sop_uids,
+            keep_refused=self.quarantine is not None,
         )
 
     def _store(self, sink: streaming.Sink | None) -> int | Dataset:
@@ -531,6 +542,8 @@ class Receiver:
             incoming.FailureKind.NO_CONTEXT,
         ):
             return CANNOT_UNDERSTAND
+        if failure is not None and failure.kind in incoming.REFUSED:
+            return self._refuse(obj, failure)
         if failure is not None and failure.kind is incoming.FailureKind.BAD_META:
             LOG.error(
                 "cannot generate directory or file name for received object: %s", failure.detail
@@ -580,6 +593,46 @@ class Receiver:
             LOG.error("cannot store received object: %s", exc)
             return _failure(OUT_OF_RESOURCES, storage.reason(exc.error))
         return self._report(placed, obj.received)
+
+    def _refuse(self, obj: incoming.IncomingObject, failure: incoming.Failure) -> Dataset:
+        """Answer an object that arrived whole but cannot be stored; keep its bytes if asked.
+
+        DCMTK's dcmrecv aborts the association on a dataset it cannot parse; a failure
+        status lets the sender go on with the rest of its batch.
+        """
+        sop_class, sop_instance = obj.command.sop_class_uid, obj.command.sop_instance_uid
+        fields = {
+            "SOP_CLASS_UID": sop_class,
+            "SOP_INSTANCE_UID": sop_instance,
+            "REFUSED": failure.kind.name,
+        }
+        kept = None
+        if self.quarantine is not None and obj.temp is not None:
+            note = "".join(
+                f"{key}={value}\n"
+                for key, value in {
+                    "REASON": failure.detail,
+                    **fields,
+                    "TRANSFER_SYNTAX_UID": str(obj.command.transfer_syntax),
+                    "DICOM_CALLING_AET": obj.command.calling_ae_title,
+                    **logfields.bound(),
+                }.items()
+            )
+            kept = self.quarantine.keep(obj.temp, note)
+        if kept is not None:
+            fields["QUARANTINE_PATH"] = str(kept)
+        LOG.error(
+            "cannot store received object: %s%s",
+            failure.detail,
+            f" (kept in {kept})" if kept is not None else "",
+            extra=fields,
+        )
+        status = (
+            DATASET_DOES_NOT_MATCH
+            if failure.kind is incoming.FailureKind.SOP_UIDS_DIFFER
+            else CANNOT_UNDERSTAND
+        )
+        return _failure(status, failure.comment)
 
     def _report(self, placed: placement.Placed, size: int) -> int | Dataset:
         """Log what placing the object did, as DCMTK words it where DCMTK does it."""

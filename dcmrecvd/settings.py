@@ -115,3 +115,10 @@ class Settings:
     tls: TlsSettings | None = None
     # dcmrecvd: the TLS port when systemd passes no socket named dicom-tls.
     tls_port: int = 2762
+    # dcmrecvd: refuse a dataset whose SOP Class/Instance UID differ from the request's
+    # (0xA900) or are missing (0xC000), as storescp does; DCMTK's dcmrecv does not check.
+    check_sop_uids: bool = False
+    # dcmrecvd: where the bytes of refused objects are kept for inspection, at most
+    # quarantine_max_bytes in all (the oldest go first); None: refused bytes are dropped.
+    quarantine_dir: str | None = None
+    quarantine_max_bytes: int = 1024**3

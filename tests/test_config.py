@@ -269,3 +269,37 @@ def test_workers_key() -> None:
     assert parse("[receiver]\nworkers = 4\n").settings.workers == 4
     assert parse("").settings.workers is None  # one per CPU core
     assert "out of range" in error_of("[receiver]\nworkers = 0\n").reason
+
+
+def test_sop_uid_check_is_on_in_the_daemon_and_can_be_turned_off() -> None:
+    assert parse("").settings.check_sop_uids
+    assert not parse("[receiver]\ncheck-sop-uids = no\n").settings.check_sop_uids
+    assert "not yes or no" in error_of("[receiver]\ncheck-sop-uids = maybe\n").reason
+
+
+def test_quarantine_keys(tmp_path: Path) -> None:
+    assert parse("").settings.quarantine_dir is None
+    found = parse(
+        f"[receiver]\noutput-directory = {tmp_path}/in\n"
+        f"quarantine-directory = {tmp_path}/refused\nquarantine-size = 2GiB\n"
+    ).settings
+    assert (found.quarantine_dir, found.quarantine_max_bytes) == (
+        f"{tmp_path}/refused",
+        2 * 1024**3,
+    )
+
+
+@pytest.mark.parametrize(
+    ("lines", "line", "reason"),
+    [
+        ("quarantine-directory = {tmp}/in\n", 3, "is inside the output directory"),
+        ("quarantine-directory = {tmp}/in/refused\n", 3, "is inside the output directory"),
+        ("quarantine-directory = {tmp}\n", 3, "is inside {tmp}"),
+        ("quarantine-directory = {tmp}/q\nquarantine-size = 0\n", 4, "must be more than 0"),
+        ("quarantine-directory = {tmp}/q\nquarantine-size = big\n", 4, "not a size"),
+    ],
+)
+def test_quarantine_errors(tmp_path: Path, lines: str, line: int, reason: str) -> None:
+    error = error_of(f"[receiver]\noutput-directory = {tmp_path}/in\n" + lines.format(tmp=tmp_path))
+    assert error.line == line
+    assert reason.format(tmp=tmp_path) in error.reason

@@ -8,8 +8,8 @@ Each example is sent over a fresh TCP connection, which is then closed. After ev
 example a well-behaved pynetdicom peer must C-ECHO and C-STORE (0x0000, file on disk),
 and another one keeps storing throughout. At the end the receiver's threads and open
 file descriptors are back to where they were, the spool is empty, and no file exists
-under a final name but the good peers' and those of datasets that arrived whole
-(stored exactly as sent: the receiver never judges a dataset's contents).
+under a final name but the good peers' and those of datasets that arrived whole and
+well-formed (stored exactly as sent, and pydicom reads every element back).
 
 Examples are derandomized, so CI runs the same ones every time.
 """
@@ -29,6 +29,7 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from pydicom import dcmread
 
 from dcmrecvd.scp import Receiver
 from dcmrecvd.settings import Settings
@@ -200,6 +201,9 @@ def fuzzing(tmp_path: Path) -> Iterator[Run]:
         for uid, data in run.whole.items():
             if f"CT.{uid}" in stored:
                 assert body(run.out / f"CT.{uid}") == data
+                # The validator let it through: pydicom must read every value of it.
+                values = [e.value for e in dcmread(run.out / f"CT.{uid}").iterall()]
+                assert values, f"CT.{uid} has no elements"
         print(
             f"{run.examples} examples, {len(background.statuses)} background stores, "
             f"{len(stored & {f'CT.{uid}' for uid in run.whole})} of "
