@@ -71,12 +71,14 @@ def test_failed_commit_leaves_the_temp_for_discard(tmp_path: Path) -> None:
     assert leftovers(spool) == []
 
 
-def record_io(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, int, int]]:
+def record_io(monkeypatch: pytest.MonkeyPatch, output: Path) -> list[tuple[str, int, int]]:
     """Record start_writeback calls as (offset, length) and fsyncs, in order.
 
     Objects stay in the page cache, as on a file system refusing O_DIRECT (the
-    direct path is tests/test_directio.py's).
+    direct path is tests/test_directio.py's). The spool of `output` is made first, so
+    that only the objects' own fsyncs are recorded.
     """
+    storage.make_directory(storage.spool_directory(str(output)))
     monkeypatch.setattr(storage, "DIRECT_FROM", 2**62)
     calls: list[tuple[str, int, int]] = []
     real_fsync = os.fsync
@@ -96,7 +98,7 @@ def record_io(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, int, int]]:
 def test_a_large_object_starts_writeback_of_each_new_range(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    calls = record_io(monkeypatch)
+    calls = record_io(monkeypatch, tmp_path)
     step = storage.WRITEBACK_BYTES
     chunk = b"x" * (step * 3 // 8)  # the 3rd write crosses the first step
     temp = storage.TempFile(storage.spool_directory(str(tmp_path)))
@@ -116,7 +118,7 @@ def test_a_large_object_starts_writeback_of_each_new_range(
 def test_a_small_object_makes_no_writeback_call(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    calls = record_io(monkeypatch)
+    calls = record_io(monkeypatch, tmp_path)
     temp = storage.TempFile(storage.spool_directory(str(tmp_path)))
     temp.write(b"x" * (storage.WRITEBACK_BYTES - 2))
     temp.write(b"x")
@@ -127,7 +129,7 @@ def test_a_small_object_makes_no_writeback_call(
 def test_a_failing_writeback_is_dropped_for_the_file(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    calls = record_io(monkeypatch)
+    calls = record_io(monkeypatch, tmp_path)
 
     def refuse(fd: int, offset: int, length: int) -> None:
         calls.append(("writeback", offset, length))
