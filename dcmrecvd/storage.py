@@ -104,23 +104,38 @@ def make_directory(directory: Path) -> None:
     A level that already existed is fsynced into its parent too, once per process: another
     receiver may have just created it (EEXIST) and not fsynced its parent yet. The walk up
     stops at a level this process made durable before, or at the root of the file system.
-    Raises OSError (NotADirectoryError when a level is a file).
+    Raises OSError with the errno of the failed call.
     """
-    directory.mkdir(parents=True, exist_ok=True)
     level = os.path.abspath(directory)
-    st = os.stat(level)
+    missing = []  # the deepest first
+    while True:
+        try:
+            st = os.stat(level)
+        except FileNotFoundError:
+            missing.append(level)
+            level = os.path.dirname(level)
+        else:
+            break
+    for new in reversed(missing):
+        with suppress(FileExistsError):  # another receiver made it at the same time
+            os.mkdir(new)
+    if missing:
+        level = missing[0]
+        st = os.stat(level)
     if not S_ISDIR(st.st_mode):
-        raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), str(directory))
-    done = (st.st_dev, st.st_ino)
-    while _durable.get(level) != (st.st_dev, st.st_ino):
+        raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST), str(directory))
+    made = {str(directory): (st.st_dev, st.st_ino)}
+    # A missing level is new even if its inode number is in _durable: numbers are reused.
+    while level in missing or _durable.get(level) != (st.st_dev, st.st_ino):
         parent = os.path.dirname(level)
         parent_st = os.stat(parent)
         if parent == level or parent_st.st_dev != st.st_dev:
             break  # the root of a file system: its entry is not on this one
         fsync_directory(Path(parent))
-        _durable[level] = (st.st_dev, st.st_ino)
+        made[level] = (st.st_dev, st.st_ino)
         level, st = parent, parent_st
-    _durable[str(directory)] = done
+    # Only now: a thread seeing a level durable must not find the levels above still to do.
+    _durable.update(made)
 
 
 def fsync_directory(directory: Path) -> None:

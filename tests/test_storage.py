@@ -283,3 +283,64 @@ def test_discard_after_commit_leaves_the_final_file(tmp_path: Path) -> None:
     temp.discard()
     assert (tmp_path / "CT.1").read_bytes() == b"object"
     assert temp.path.read_bytes() == b"someone else's"
+
+
+def record_directory_fsyncs(monkeypatch: pytest.MonkeyPatch) -> list[Path]:
+    synced: list[Path] = []
+    real = storage.fsync_directory
+
+    def fsync_directory(directory: Path) -> None:
+        synced.append(directory)
+        real(directory)
+
+    monkeypatch.setattr(storage, "fsync_directory", fsync_directory)
+    return synced
+
+
+def test_ensure_directory_fsyncs_each_new_level_into_its_parent_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    synced = record_directory_fsyncs(monkeypatch)
+    storage.ensure_directory(tmp_path / "data" / "2024" / "01")
+    assert synced[:3] == [tmp_path / "data" / "2024", tmp_path / "data", tmp_path]
+    # Then up the levels that existed, to the root of the file system, unless done before.
+    assert all(tmp_path.is_relative_to(above) for above in synced[3:])
+    synced.clear()
+    storage.ensure_directory(tmp_path / "data" / "2024" / "01")
+    storage.ensure_directory(tmp_path / "data" / "2024" / "02")
+    storage.ensure_directory(tmp_path / "data" / "2024" / "02")
+    assert synced == [tmp_path / "data" / "2024"]
+
+
+def test_ensure_directory_fsyncs_a_directory_made_by_someone_else(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    storage.ensure_directory(tmp_path)
+    synced = record_directory_fsyncs(monkeypatch)
+    # Another worker's mkdir (our mkdir would fail with EEXIST): its parent may not be
+    # fsynced yet.
+    (tmp_path / "theirs").mkdir()
+    storage.ensure_directory(tmp_path / "theirs")
+    assert synced == [tmp_path]
+
+
+def test_ensure_directory_fsyncs_a_directory_made_anew(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    storage.ensure_directory(tmp_path / "out")
+    synced = record_directory_fsyncs(monkeypatch)
+    (tmp_path / "out").rmdir()
+    storage.ensure_directory(tmp_path / "out")  # even if the inode number is reused
+    assert synced == [tmp_path]
+
+
+def test_the_spool_is_made_durable_with_the_output_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    storage.ensure_directory(tmp_path)
+    synced = record_directory_fsyncs(monkeypatch)
+    spool = storage.spool_directory(str(tmp_path / "out"))
+    storage.TempFile(spool).discard()
+    assert synced == [tmp_path / "out", tmp_path]
+    storage.TempFile(spool).discard()
+    assert synced == [tmp_path / "out", tmp_path]
