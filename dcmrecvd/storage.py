@@ -70,9 +70,9 @@ def spool_directory(output_dir: str) -> Path:
 
 
 # Directories made durable by this process, by path: the (st_dev, st_ino) they had then,
-# so that a directory deleted and made anew is made durable again. Entries are facts
-# about the disk, so threads may race on them (at worst both fsync) and forked workers
-# may inherit them.
+# so that one deleted and made anew by another process under a new inode number is made
+# durable again. Entries are facts about the disk, so threads may race on them (at worst
+# both fsync) and forked workers may inherit them.
 _durable: dict[str, tuple[int, int]] = {}
 
 
