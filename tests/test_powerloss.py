@@ -14,6 +14,7 @@ import selectors
 import shutil
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +27,8 @@ from pydicom.dataset import Dataset
 from dcmrecvd import storage
 from dcmrecvd.profiles import Profile
 from dcmrecvd.settings import NamingScheme, StorageMode, SubdirMode
+from tests import dicomgen
+from tests.conftest import free_port
 from tests.forgetfs import Model
 from tests.peers import our_receiver
 from tests.streaming_peer import (
@@ -39,6 +42,7 @@ from tests.streaming_peer import (
     temp_files,
     wait_until,
 )
+from tests.test_daemon import conf, dcmrecvd, requestor
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -265,3 +269,39 @@ def test_power_cut_keeps_an_output_directory_the_receiver_did_not_make_durable(
         assert a.send_c_store(second).Status == 0x0000
         view = forgetful.cut(tmp_path / "view") / "out"
     assert_acknowledged_survive(out, view, [second])
+
+
+@pytest.mark.slow
+def test_power_cut_keeps_what_daemon_workers_store_into_shared_new_directories(
+    forgetful: Forgetful, tmp_path: Path
+) -> None:
+    """Two workers, two associations at once, both making the same new +ssd directories:
+    the one whose mkdir finds the directory made must make it durable all the same."""
+    out = durable_output(forgetful)
+    port = free_port()
+    sent = [
+        dicomgen.part10(dicomgen.Spec(dicomgen.CT, f"1.2.3.4.6{i}", series_date=date))
+        for i, date in enumerate(["20240201", "20240202"] * 4)
+    ]
+    statuses: list[int] = []
+
+    def send(objects: list[Dataset]) -> None:
+        assoc = requestor(port, [dicomgen.CT])
+        statuses.extend(int(assoc.send_c_store(ds).Status) for ds in objects)
+        assoc.release()
+
+    text = conf(port, out, workers="2", subdirectories="series-date")
+    with dcmrecvd(tmp_path, text) as daemon:
+        senders = [threading.Thread(target=send, args=(sent[i::2],)) for i in range(2)]
+        for sender in senders:
+            sender.start()
+        for sender in senders:
+            sender.join(timeout=60)
+        view = forgetful.cut(tmp_path / "view") / "out"
+        assert daemon.stop() == 0
+    assert statuses == [0x0000] * len(sent)
+    assert {os.path.dirname(name) for name in final_files(out)} == {
+        "data/2024/02/01",
+        "data/2024/02/02",
+    }
+    assert_acknowledged_survive(out, view, sent)
