@@ -19,6 +19,7 @@ import secrets
 from collections.abc import Callable
 from contextlib import suppress
 from pathlib import Path
+from stat import S_ISDIR
 
 from dcmrecvd.directio import DirectWriter
 
@@ -68,22 +69,73 @@ def spool_directory(output_dir: str) -> Path:
     return Path(output_dir or ".") / SPOOL_DIRECTORY
 
 
+# Directories made durable by this process, by path: the (st_dev, st_ino) they had then,
+# so that one deleted and made anew by another process under a new inode number is made
+# durable again. Entries are facts about the disk, so threads may race on them (at worst
+# both fsync) and forked workers may inherit them.
+_durable: dict[str, tuple[int, int]] = {}
+
+
 def ensure_directory(directory: Path) -> None:
-    """Create `directory` and its parents as needed (DCMTK recreates a deleted -od too)."""
-    if directory.is_dir():
-        return  # the usual case, in one stat() instead of mkdir() and two stat()s
+    """Create `directory` and its parents as needed (DCMTK recreates a deleted -od too).
+
+    On return every level of `directory` is durable in its parent.
+    """
     try:
-        directory.mkdir(parents=True, exist_ok=True)
+        st = os.stat(directory)
+    except OSError:
+        pass
+    else:
+        # The usual case, in one stat(): a directory this process already made durable.
+        if _durable.get(str(directory)) == (st.st_dev, st.st_ino) and S_ISDIR(st.st_mode):
+            return
+    try:
+        make_directory(directory)
     except OSError as exc:
         raise StorageError(
             f"cannot create directory for received object: {directory}: "
             f"Cannot create directory: {reason(exc)}"
         ) from exc
-    if not directory.is_dir():
-        raise StorageError(
-            f"cannot create directory for received object: {directory}: "
-            "Cannot create directory: Not a directory"
-        )
+
+
+def make_directory(directory: Path) -> None:
+    """Create `directory` and its parents as needed, each level fsynced into its parent.
+
+    A level that already existed is fsynced into its parent too, once per process: another
+    receiver may have just created it (EEXIST) and not fsynced its parent yet. The walk up
+    stops at a level this process made durable before, or at the root of the file system.
+    Raises OSError with the errno of the failed call.
+    """
+    level = os.path.abspath(directory)
+    missing = []  # the deepest first
+    while True:
+        try:
+            st = os.stat(level)
+        except FileNotFoundError:
+            missing.append(level)
+            level = os.path.dirname(level)
+        else:
+            break
+    for new in reversed(missing):
+        with suppress(FileExistsError):  # another receiver made it at the same time
+            os.mkdir(new)
+    if missing:
+        level = missing[0]
+        st = os.stat(level)
+    if not S_ISDIR(st.st_mode):
+        raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST), str(directory))
+    made = {str(directory): (st.st_dev, st.st_ino)}
+    # A missing level is new even if its inode number is in _durable: numbers are reused.
+    while level in missing or _durable.get(level) != (st.st_dev, st.st_ino):
+        parent = os.path.dirname(level)
+        parent_st = os.stat(parent)
+        if parent == level or parent_st.st_dev != st.st_dev:
+            break  # the root of a file system: its entry is not on this one
+        fsync_directory(Path(parent))
+        made[level] = (st.st_dev, st.st_ino)
+        level, st = parent, parent_st
+    # Only now: a thread seeing a level durable must not find the levels above still to do.
+    _durable.update(made)
 
 
 def fsync_directory(directory: Path) -> None:
@@ -125,7 +177,7 @@ class TempFile:
         try:
             self.path, self._fd = _create(spool)
         except FileNotFoundError:
-            spool.mkdir(parents=True, exist_ok=True)
+            make_directory(spool)
             self.path, self._fd = _create(spool)
         self._open = True
         self._committed = False

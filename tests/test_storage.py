@@ -71,12 +71,14 @@ def test_failed_commit_leaves_the_temp_for_discard(tmp_path: Path) -> None:
     assert leftovers(spool) == []
 
 
-def record_io(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, int, int]]:
+def record_io(monkeypatch: pytest.MonkeyPatch, output: Path) -> list[tuple[str, int, int]]:
     """Record start_writeback calls as (offset, length) and fsyncs, in order.
 
     Objects stay in the page cache, as on a file system refusing O_DIRECT (the
-    direct path is tests/test_directio.py's).
+    direct path is tests/test_directio.py's). The spool of `output` is made first, so
+    that only the objects' own fsyncs are recorded.
     """
+    storage.make_directory(storage.spool_directory(str(output)))
     monkeypatch.setattr(storage, "DIRECT_FROM", 2**62)
     calls: list[tuple[str, int, int]] = []
     real_fsync = os.fsync
@@ -96,7 +98,7 @@ def record_io(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, int, int]]:
 def test_a_large_object_starts_writeback_of_each_new_range(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    calls = record_io(monkeypatch)
+    calls = record_io(monkeypatch, tmp_path)
     step = storage.WRITEBACK_BYTES
     chunk = b"x" * (step * 3 // 8)  # the 3rd write crosses the first step
     temp = storage.TempFile(storage.spool_directory(str(tmp_path)))
@@ -116,7 +118,7 @@ def test_a_large_object_starts_writeback_of_each_new_range(
 def test_a_small_object_makes_no_writeback_call(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    calls = record_io(monkeypatch)
+    calls = record_io(monkeypatch, tmp_path)
     temp = storage.TempFile(storage.spool_directory(str(tmp_path)))
     temp.write(b"x" * (storage.WRITEBACK_BYTES - 2))
     temp.write(b"x")
@@ -127,7 +129,7 @@ def test_a_small_object_makes_no_writeback_call(
 def test_a_failing_writeback_is_dropped_for_the_file(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    calls = record_io(monkeypatch)
+    calls = record_io(monkeypatch, tmp_path)
 
     def refuse(fd: int, offset: int, length: int) -> None:
         calls.append(("writeback", offset, length))
@@ -281,3 +283,64 @@ def test_discard_after_commit_leaves_the_final_file(tmp_path: Path) -> None:
     temp.discard()
     assert (tmp_path / "CT.1").read_bytes() == b"object"
     assert temp.path.read_bytes() == b"someone else's"
+
+
+def record_directory_fsyncs(monkeypatch: pytest.MonkeyPatch) -> list[Path]:
+    synced: list[Path] = []
+    real = storage.fsync_directory
+
+    def fsync_directory(directory: Path) -> None:
+        synced.append(directory)
+        real(directory)
+
+    monkeypatch.setattr(storage, "fsync_directory", fsync_directory)
+    return synced
+
+
+def test_ensure_directory_fsyncs_each_new_level_into_its_parent_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    synced = record_directory_fsyncs(monkeypatch)
+    storage.ensure_directory(tmp_path / "data" / "2024" / "01")
+    assert synced[:3] == [tmp_path / "data" / "2024", tmp_path / "data", tmp_path]
+    # Then up the levels that existed, to the root of the file system, unless done before.
+    assert all(tmp_path.is_relative_to(above) for above in synced[3:])
+    synced.clear()
+    storage.ensure_directory(tmp_path / "data" / "2024" / "01")
+    storage.ensure_directory(tmp_path / "data" / "2024" / "02")
+    storage.ensure_directory(tmp_path / "data" / "2024" / "02")
+    assert synced == [tmp_path / "data" / "2024"]
+
+
+def test_ensure_directory_fsyncs_a_directory_made_by_someone_else(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    storage.ensure_directory(tmp_path)
+    synced = record_directory_fsyncs(monkeypatch)
+    # Another worker's mkdir (our mkdir would fail with EEXIST): its parent may not be
+    # fsynced yet.
+    (tmp_path / "theirs").mkdir()
+    storage.ensure_directory(tmp_path / "theirs")
+    assert synced == [tmp_path]
+
+
+def test_ensure_directory_fsyncs_a_directory_made_anew(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    storage.ensure_directory(tmp_path / "out")
+    synced = record_directory_fsyncs(monkeypatch)
+    (tmp_path / "out").rmdir()
+    storage.ensure_directory(tmp_path / "out")  # even if the inode number is reused
+    assert synced == [tmp_path]
+
+
+def test_the_spool_is_made_durable_with_the_output_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    storage.ensure_directory(tmp_path)
+    synced = record_directory_fsyncs(monkeypatch)
+    spool = storage.spool_directory(str(tmp_path / "out"))
+    storage.TempFile(spool).discard()
+    assert synced == [tmp_path / "out", tmp_path]
+    storage.TempFile(spool).discard()
+    assert synced == [tmp_path / "out", tmp_path]
