@@ -124,7 +124,8 @@ def _run(args: list[str], log: Path) -> int:
 
 
 def send_dcmsend(port: int, files: list[Path], work: Path) -> Sent:
-    """DCMTK's dcmsend with its defaults (+dls: lossless data may go decompressed)."""
+    """DCMTK's dcmsend with its defaults (+dls: lossless data may go decompressed), one
+    association for the batch; -nh so that one refused object does not stop the rest."""
     report = work / "dcmsend-report.txt"
     args = ["dcmsend", "-aet", "DCMSEND", "-aec", CALLED, "-nh", "+crf", str(report)]
     code = _run([*args, LOCALHOST, str(port), *map(str, files)], work / "dcmsend.log")

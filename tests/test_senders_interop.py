@@ -78,16 +78,26 @@ class Pushes:
             ws = self.workspace
             work = ws.root / "runs" / sender / receiver / mode
             work.mkdir(parents=True)
-            send: Callable[[int], Sent]
-            if sender == "orthanc":
-                server, ids = self.request.getfixturevalue("orthanc")
-                send = lambda port: server.store(port, ids)  # noqa: E731
-            else:
-                files = sent_files(sender, ws.objects)
-                send = lambda port: SENDERS[sender](port, files, work)  # noqa: E731
             binary = ws.dcmtk if receiver == "dcmtk" else senders.OURS
+            send = self.sending(sender, work)
             self.done[key] = senders.receive(binary, MODES[mode], ws.cfg, work, send)
         return self.done[key]
+
+    def sending(self, sender: str, work: Path) -> Callable[[int], Sent]:
+        if sender == "orthanc":
+            running: tuple[Orthanc, list[str]] = self.request.getfixturevalue("orthanc")
+            server, ids = running
+
+            def store(port: int) -> Sent:
+                return server.store(port, ids)
+
+            return store
+        files = sent_files(sender, self.workspace.objects)
+
+        def send(port: int) -> Sent:
+            return SENDERS[sender](port, files, work)
+
+        return send
 
 
 @pytest.fixture(scope="module")
@@ -127,6 +137,7 @@ def test_same_success_and_names_as_dcmrecv(
 ) -> None:
     theirs, ours = pushes(sender, "dcmtk", mode), pushes(sender, "ours", mode)
     check_what_dcmtk_did(sender, theirs, workspace.objects)
+    assert responses(theirs.log), "DCMTK's dcmrecv logged no C-STORE"
     assert sorted(ours.files) == sorted(theirs.files)
     assert ours.sent == theirs.sent
     assert responses(ours.log) == responses(theirs.log)
