@@ -107,7 +107,8 @@ def dcmtk_dcmrecv() -> str:
 @dataclass(frozen=True)
 class Sent:
     """What a sender reported: per file name the C-STORE status it saw (None: it does not
-    tell), and its exit codes (Orthanc: HTTP status, instances sent, instances failed)."""
+    tell), and its exit codes (gdcmscu: none; Orthanc: HTTP status, instances sent, instances
+    failed)."""
 
     statuses: dict[str, int | None]
     codes: tuple[int, ...]
@@ -147,14 +148,13 @@ def dcmsend_statuses(report: str) -> dict[str, int | None]:
 
 
 def send_gdcmscu(port: int, files: list[Path], work: Path) -> Sent:
-    """GDCM's gdcmscu, one call (one association) per file. It prints no status we can
-    rely on and dies with SIGABRT after every release (its own bug), so only its exit
-    codes are kept; judge it by the files and the receiver's log."""
-    codes = []
+    """GDCM's gdcmscu, one call (one association) per file. It prints no status we can rely
+    on, and its exit code says nothing either: it dies with SIGABRT after every release (its
+    own bug). So it reports nothing here; judge it by the files and the receiver's log."""
     for path in files:
         args = ["gdcmscu", "--store", "--aetitle", "GDCMSCU", "--call", CALLED]
-        codes.append(_run([*args, LOCALHOST, str(port), "-i", str(path)], work / "gdcmscu.log"))
-    return Sent({path.name: None for path in files}, tuple(codes))
+        _run([*args, LOCALHOST, str(port), "-i", str(path)], work / "gdcmscu.log")
+    return Sent({path.name: None for path in files}, ())
 
 
 def send_dcmjs(port: int, files: list[Path], work: Path) -> Sent:
