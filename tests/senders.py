@@ -99,9 +99,20 @@ def dcmtk_dcmrecv() -> str:
         text=True,
         check=True,
     ).stdout.strip()
+    assert Path(found).is_file(), f"DCMTK's dcmrecv ({found}) is missing: run scripts/bootstrap"
     version = subprocess.run([found, "--version"], capture_output=True, text=True, check=False)
     assert version.stdout.startswith("$dcmtk: dcmrecv"), f"{found} is not DCMTK's dcmrecv"
     return found
+
+
+def missing_senders() -> list[str]:
+    """The senders that scripts/peers (or scripts/bootstrap, for dcmsend) did not install."""
+    tools = {name: shutil.which(name) for name in ("dcmsend", "gdcmscu", "node")}
+    tools["Orthanc"] = shutil.which("Orthanc", path="/usr/sbin:/usr/bin")
+    missing = [name for name, path in tools.items() if path is None]
+    if not (NODE_DIR / "node_modules" / "dcmjs-dimse").is_dir():
+        missing.append("dcmjs-dimse")
+    return missing
 
 
 @dataclass(frozen=True)
@@ -264,7 +275,7 @@ class Orthanc:
     @contextmanager
     def running(self) -> Iterator[Orthanc]:
         binary = shutil.which("Orthanc", path="/usr/sbin:/usr/bin")
-        assert binary, "Orthanc is missing: run scripts/peers"
+        assert binary is not None, "Orthanc is missing: run scripts/peers"
         with self.log.open("wb") as log:
             proc = subprocess.Popen([binary, str(self.config)], stdout=log, stderr=log)
             try:

@@ -44,6 +44,8 @@ class Workspace:
 
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory: pytest.TempPathFactory) -> Workspace:
+    if missing := senders.missing_senders():
+        pytest.fail(f"missing senders: {', '.join(missing)}: run scripts/peers")
     root = tmp_path_factory.mktemp("senders")
     cfg = root / "senders.cfg"
     cfg.write_text(senders.SENDERS_CFG)
