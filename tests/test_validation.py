@@ -29,7 +29,7 @@ from pydicom.uid import (
     JPEGBaseline8Bit,
 )
 
-from dcmrecvd.validation import MAX_DEPTH, StreamValidator, ValidationError
+from dcmrecvd.validation import _INFLATE_CHUNK, MAX_DEPTH, StreamValidator, ValidationError
 from tests import dicomgen
 
 NATIVE = (ImplicitVRLittleEndian, ExplicitVRLittleEndian, ExplicitVRBigEndian)
@@ -532,6 +532,15 @@ def test_a_deflate_bomb_is_walked_in_bounded_chunks() -> None:
     validator = StreamValidator(DEFLATED)
     validator.feed(stream)
     assert validator.finish() is None
+
+
+def test_a_deflated_dataset_ending_near_a_multiple_of_the_inflate_chunk_is_whole() -> None:
+    # Inflating stops at each full chunk; output zlib still holds must be walked too.
+    for total in range(2 * _INFLATE_CHUNK - 40, 2 * _INFLATE_CHUNK + 40, 2):
+        header = struct.pack("<HH2sHL", 0x0009, 0x1010, b"OB", 0, total - 12)
+        validator = StreamValidator(DEFLATED)
+        validator.feed(deflate(header + bytes(total - 12)))
+        assert validator.finish() is None, total
 
 
 def test_feed_keeps_no_reference_to_the_fragment() -> None:
