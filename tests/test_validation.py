@@ -14,10 +14,13 @@ import subprocess
 import zlib
 from pathlib import Path
 
+import pydicom
 import pytest
+from pydicom import dcmread
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.encaps import encapsulate
 from pydicom.filebase import DicomBytesIO
+from pydicom.filereader import _read_file_meta_info, read_preamble
 from pydicom.filewriter import write_dataset, write_file_meta_info
 from pydicom.sequence import Sequence
 from pydicom.uid import (
@@ -635,3 +638,47 @@ def test_dcmdump_reads_the_near_misses_the_validator_accepts(
     path = tmp_path / "near-miss.dcm"
     path.write_bytes(part10(dataset, syntax))
     assert dcmdump_reads(path)
+
+
+def has_file_meta(path: Path) -> bool:
+    with path.open("rb") as file:
+        return file.read(132)[128:] == b"DICM"
+
+
+PYDICOM_FILES = [
+    path
+    for path in sorted((Path(pydicom.__file__).parent / "data" / "test_files").glob("*.dcm"))
+    if has_file_meta(path)
+]
+
+
+def pydicom_reads_all(path: Path) -> bool:
+    def read(ds: Dataset) -> None:
+        for element in ds:  # iteration converts each raw element
+            if element.VR == "SQ":
+                for child in element.value:
+                    read(child)
+
+    try:
+        read(dcmread(path))
+    except Exception:  # pydicom raises many types on malformed input
+        return False
+    return True
+
+
+@pytest.mark.interop
+@pytest.mark.filterwarnings("ignore")
+@pytest.mark.parametrize("path", PYDICOM_FILES, ids=lambda path: path.name)
+def test_pydicoms_test_files_are_accepted_exactly_when_pydicom_and_dcmdump_read_them(
+    path: Path,
+) -> None:
+    # Real writers' files, some damaged on purpose (MR_truncated.dcm, a gzip trailer in
+    # image_dfl.dcm, an implicit dataset under an explicit syntax in SC_rgb_jpeg.dcm).
+    with path.open("rb") as file:
+        read_preamble(file, False)
+        meta = _read_file_meta_info(file)  # pydicom has no public reader of its end
+        if "TransferSyntaxUID" not in meta:
+            pytest.skip("no transfer syntax")
+        dataset = file.read()
+    accepted = run(dataset, meta.TransferSyntaxUID, [16384] * (len(dataset) // 16384)) is None
+    assert accepted == (pydicom_reads_all(path) and dcmdump_reads(path))
