@@ -96,7 +96,7 @@ def key(error: ValidationError | None) -> tuple[int, int | None, str] | None:
     return None if error is None else (error.offset, error.tag, error.reason)
 
 
-def check(data: bytes, syntax: str, *, two_way: bool = True) -> ValidationError | None:
+def check(data: bytes, syntax: str) -> ValidationError | None:
     """The validator's answer for data, the same whatever the split of the fragments."""
     whole = run(data, syntax, [])
     expected = key(whole)
@@ -105,9 +105,8 @@ def check(data: bytes, syntax: str, *, two_way: bool = True) -> ValidationError 
     for _ in range(5):
         chunks = [rng.randint(1, 40) for _ in range(len(data) // 4 + 1)]
         assert key(run(data, syntax, chunks)) == expected, f"chunks {chunks}"
-    if two_way:
-        for cut in range(len(data) + 1):
-            assert key(run(data, syntax, [cut])) == expected, f"split at {cut}"
+    for cut in range(len(data) + 1):
+        assert key(run(data, syntax, [cut])) == expected, f"split at {cut}"
     return whole
 
 
