@@ -201,7 +201,8 @@ class StreamValidator:
             while True:
                 self._crc = zlib.crc32(out, self._crc)
                 self._walk_fragment(out)
-                if inflater.eof or not inflater.unconsumed_tail:
+                # A full chunk may leave output pending inside zlib with no input left.
+                if inflater.eof or (not inflater.unconsumed_tail and len(out) < _INFLATE_CHUNK):
                     break
                 out = inflater.decompress(inflater.unconsumed_tail, _INFLATE_CHUNK)
         except zlib.error as exc:
