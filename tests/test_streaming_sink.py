@@ -16,7 +16,7 @@ CHUNK = 16 * 1024
 
 def sink(out: Path, *, bit_preserving: bool = False) -> incoming.IncomingObject:
     command = streaming.StoreCommand(
-        dicomgen.CT, "1.2.3.4.100", 1, ExplicitVRLittleEndian, "SENDER"
+        dicomgen.CT, "1.2.3.4.100", 1, ExplicitVRLittleEndian, "SENDER", 1
     )
     return incoming.IncomingObject(
         command,
