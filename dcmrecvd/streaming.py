@@ -20,6 +20,7 @@ the abort was its own (a protocol violation), for the receiver's log lines.
 from __future__ import annotations
 
 import logging
+import struct
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -116,9 +117,11 @@ class StreamingDIMSE(DIMSEServiceProvider):
                 if data[0] & LAST:
                     self._complete(context_id, data[0])
                 continue
+            value = bytes(data)  # reactor.py passes views; pynetdicom takes bytes only
+            if self.message is None and data[0] == COMMAND | LAST:
+                value = value[:1] + medium_priority(value[1:])
             single = P_DATA()
-            # reactor.py passes dataset fragments as views; pynetdicom takes bytes only.
-            single.presentation_data_value_list = [[context_id, bytes(data)]]  # type: ignore[list-item]
+            single.presentation_data_value_list = [[context_id, value]]  # type: ignore[list-item]
             try:
                 super().receive_primitive(single)
             except Exception:  # decode_msg raises whatever a malformed command makes
@@ -248,6 +251,25 @@ class StreamingDIMSE(DIMSEServiceProvider):
             self._stream = None
         for sink in sinks:
             sink.discard()
+
+
+def medium_priority(command: bytes) -> bytes:
+    """`command` (a whole command set) with a Priority outside PS3.7's 0-2 made MEDIUM (0).
+
+    pynetdicom limit: its C-STORE-RQ primitive refuses any other Priority, and the
+    message is then dropped and the association aborted; dcmrecv stores the object.
+    A storage SCP does nothing with the priority, and no response carries it.
+    """
+    offset = 0
+    while offset + 8 <= len(command):
+        group, element, length = struct.unpack_from("<HHL", command, offset)
+        if (group, element, length) == (0x0000, 0x0700, 2):
+            (priority,) = struct.unpack_from("<H", command, offset + 8)
+            if priority > 2:
+                return command[: offset + 8] + b"\x00\x00" + command[offset + 10 :]
+            return command
+        offset += 8 + length
+    return command
 
 
 def _uid_text(value: object) -> str:
