@@ -369,12 +369,18 @@ def test_protocol_violations_abort_with_a_reason_and_no_abort_request_line(
 # --- log lines -----------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize(
+    "sop_class",
+    # The fast path serves the CT; pynetdicom's path the MR on the CT context.
+    [rawpdu.CT, MR],
+)
 def test_the_c_store_line_comes_with_the_command_and_a_cut_dataset_is_reported(
-    session: Session, log: pytest.LogCaptureFixture
+    session: Session, log: pytest.LogCaptureFixture, sop_class: str
 ) -> None:
     dataset = rawpdu.explicit_dataset("1.2.3.4.30", b"\x01" * 40000)
     first = rawpdu.dataset_pdus(CT_CX, dataset)[0]
-    command_pdu = rawpdu.p_data(rawpdu.pdv(CT_CX, COMMAND_LAST, store_command("1.2.3.4.30")))
+    command_set = store_command("1.2.3.4.30", e0002=ui(sop_class))
+    command_pdu = rawpdu.p_data(rawpdu.pdv(CT_CX, COMMAND_LAST, command_set))
     assert session.peer.send(command_pdu + first)
 
     def announced() -> list[logging.LogRecord]:
@@ -382,7 +388,7 @@ def test_the_c_store_line_comes_with_the_command_and_a_cut_dataset_is_reported(
 
     wait_until(lambda: bool(announced()), what="the C-STORE line before the dataset ends")
     record = announced()[0]
-    assert getattr(record, "SOP_CLASS_UID", None) == rawpdu.CT
+    assert getattr(record, "SOP_CLASS_UID", None) == sop_class
     assert getattr(record, "SOP_INSTANCE_UID", None) == "1.2.3.4.30"
     assert getattr(record, "ASSOC_ID", None)  # the association's fields, from the DUL thread
     session.peer.close()
