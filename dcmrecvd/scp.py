@@ -26,6 +26,7 @@ from pynetdicom.dimse_primitives import C_STORE, DIMSEPrimitive
 from pynetdicom.events import Event, EventHandlerType
 from pynetdicom.pdu_primitives import (
     A_ASSOCIATE,
+    A_P_ABORT,
     SCP_SCU_RoleSelectionNegotiation,
     SOPClassExtendedNegotiation,
 )
@@ -210,6 +211,8 @@ class _Association:
     negotiation: dumps.Negotiation | None = None
     # Set when the abort is ours or has been logged: DCMTK logs only a peer's abort, once.
     abort_said: bool = False
+    # The DUL aborted for a protocol error: A-ABORT sent, A-P-ABORT indicated.
+    protocol_abort: bool = False
     # The admission to give back when the connection closes.
     admitted: access.Decision | None = None
 
@@ -259,6 +262,7 @@ class Receiver:
             (evt.EVT_REQUESTED, self._on_requested),
             (evt.EVT_ACCEPTED, self._on_accepted),
             (evt.EVT_RELEASED, self._on_released),
+            (evt.EVT_ACSE_RECV, self._on_acse_received),
             (evt.EVT_ABORTED, self._on_aborted),
             (evt.EVT_CONN_CLOSE, streaming.on_connection_closed),
             (evt.EVT_CONN_CLOSE, self._on_closed),
@@ -447,6 +451,14 @@ class Receiver:
     def _on_released(self, event: Event) -> None:
         LOG.info("Received Association Release Request", extra=self._duration(event))
 
+    def _on_acse_received(self, event: Event) -> None:
+        # A-P-ABORT's provider reason 0 is a closed connection; any other is the DUL's
+        # own A-ABORT for a protocol error (PS3.8 9.3.8, pynetdicom's AA-7 and AA-8).
+        primitive = event.primitive  # type: ignore[attr-defined]
+        info = self._associations.get(event.assoc)
+        if info is not None and isinstance(primitive, A_P_ABORT) and primitive.provider_reason:
+            info.protocol_abort = True
+
     def _on_aborted(self, event: Event) -> None:
         """Log what DCMTK logs when an association ends by an abort.
 
@@ -466,9 +478,7 @@ class Receiver:
         # pynetdicom limit: EVT_ABORTED tells neither who aborted nor why. Association
         # .abort sets _sent_abort (our refusals, the network timeout, shutdown); the
         # timeout leaves the DUL's idle timer expired.
-        ours = bool(getattr(assoc, "_sent_abort", False)) or bool(
-            streaming_dimse is not None and streaming_dimse.violation
-        )
+        ours = bool(getattr(assoc, "_sent_abort", False)) or info.protocol_abort
         timed_out = ours and assoc.dul.idle_timer_expired()
         interrupted = streaming_dimse.interrupted() if streaming_dimse is not None else None
         if interrupted is not None and (timed_out or not ours):

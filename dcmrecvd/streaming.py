@@ -13,8 +13,8 @@ that request; pynetdicom still decodes the command and dispatches the request, w
 DataSet is then an empty `StreamedDataSet` carrying the sink (`claim` returns it).
 `on_connection_closed` discards every sink no handler has claimed, so an abort, a
 disconnect or a timeout leaves nothing behind. STORE_RECV_CHUNKED_DATASET must stay off.
-The provider also remembers the request whose dataset an abort interrupted, and whether
-the abort was its own (a protocol violation), for the receiver's log lines.
+The provider also remembers the request whose dataset an abort interrupted, for the
+receiver's log lines.
 """
 
 from __future__ import annotations
@@ -103,8 +103,6 @@ class StreamingDIMSE(DIMSEServiceProvider):
     _log_fields: dict[str, str]
     # The request whose dataset is being received; it stays set when the connection ends.
     _receiving: StoreCommand | None
-    # Set when this provider aborted the association for a protocol violation.
-    violation: bool
 
     def receive_primitive(self, primitive: P_DATA) -> None:
         # One PDV at a time, so a P-DATA that ends the command and starts the dataset
@@ -177,7 +175,6 @@ class StreamingDIMSE(DIMSEServiceProvider):
 
     def abort_for_violation(self) -> None:
         """Abort the association for what the peer sent: A-ABORT, then close."""
-        self.violation = True
         self.discard_unclaimed()
         self.dul.event_queue.put("Evt19")  # an invalid PDU
 
@@ -295,7 +292,6 @@ def install(assoc: object, factory: SinkFactory) -> None:
     dimse._sinks_lock = threading.Lock()
     dimse._log_fields = dict(logfields.bound())
     dimse._receiving = None
-    dimse.violation = False
     # The provider is created inside Association.__init__; a class swap is the only
     # way to give it our receive_primitive (pynetdicom swaps message classes alike).
     dimse.__class__ = StreamingDIMSE

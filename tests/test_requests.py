@@ -366,6 +366,24 @@ def test_protocol_violations_abort_with_a_reason_and_no_abort_request_line(
     assert final_files(out) == ["CT.1.2.3.4.23"]
 
 
+def test_a_command_pynetdicom_cannot_decode_aborts_without_an_abort_request_line(
+    session: Session, log: pytest.LogCaptureFixture
+) -> None:
+    # pynetdicom refuses a UID over 64 characters and its DUL aborts (A-P-ABORT, reason
+    # 5): an abort of ours, which dcmrecv does not log as the peer's.
+    too_long = store_command("1.2.3.4.50", e1000=ui("1." * 40 + "1"))
+    dataset = rawpdu.dataset_pdus(CT_CX, rawpdu.explicit_dataset("1.2.3.4.50"))
+    answer = session.send(rawpdu.p_data(rawpdu.pdv(CT_CX, COMMAND_LAST, too_long)) + dataset[0])
+    assert answer is not None and answer[0] == rawpdu.ABORT
+    assert session.peer.closed_by_peer(timeout=5.0)
+    wait_until(
+        lambda: any(r.getMessage() == "Received an invalid DIMSE message" for r in log.records),
+        what="pynetdicom's error line",
+    )
+    wait_until(lambda: "Association Aborted" in " ".join(lines(log)), what="the end")
+    assert ABORT_LINE not in " ".join(lines(log))
+
+
 # --- log lines -----------------------------------------------------------------------------
 
 
