@@ -51,9 +51,9 @@ UNRECOGNIZED_OPERATION = 0x0211
 # PS3.7 E.1: a response's command field is its request's with this bit set.
 RESPONSE_BIT = 0x8000
 
-# Called with the association, the request and its command field when a request is
-# refused (to log it), or a response arrives.
-Refusal = Callable[[Association, DIMSEPrimitive, int], None]
+# Called with the command field of a request that is refused, or of a response that
+# arrives, to log it.
+Refusal = Callable[[int], None]
 
 
 class StorageOnlyDIMSE(StreamingDIMSE):
@@ -67,7 +67,7 @@ class StorageOnlyDIMSE(StreamingDIMSE):
         request = cast(DIMSEPrimitive, msg)
         field = command_field(request)
         if request.MessageID is None and request.MessageIDBeingRespondedTo is not None:
-            self._refusal(self.assoc, request, field | RESPONSE_BIT)
+            self._refusal(field | RESPONSE_BIT)
             return
         context = next(
             (cx for cx in self.assoc.accepted_contexts if cx.context_id == context_id), None
@@ -90,7 +90,7 @@ class StorageOnlyDIMSE(StreamingDIMSE):
         elif isinstance(msg, C_ECHO):
             self._serve_by(VerificationServiceClass(self.assoc), msg, context)
         else:
-            self._refusal(self.assoc, request, field)
+            self._refusal(field)
             self.send_msg(cast(DimsePrimitiveType, refusal_response(request)), context_id)
 
     def _serve_by(

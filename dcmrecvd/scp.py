@@ -22,7 +22,7 @@ from typing import cast
 from pydicom.dataset import Dataset
 from pynetdicom import AE, evt, register_uid
 from pynetdicom.association import Association
-from pynetdicom.dimse_primitives import C_STORE, DIMSEPrimitive
+from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.events import Event, EventHandlerType
 from pynetdicom.pdu_primitives import (
     A_ASSOCIATE,
@@ -498,7 +498,7 @@ class Receiver:
         LOG.info("Sending C-ECHO Response (Success)")
         return SUCCESS
 
-    def _refuse_request(self, _assoc: Association, _request: DIMSEPrimitive, field: int) -> None:
+    def _refuse_request(self, field: int) -> None:
         LOG.error(
             "cannot handle this kind of DIMSE command (0x%04x), we are a Storage SCP only", field
         )

@@ -260,7 +260,7 @@ def medium_priority(command: bytes) -> bytes:
     offset = 0
     while offset + 8 <= len(command):
         group, element, length = struct.unpack_from("<HHL", command, offset)
-        if (group, element, length) == (0x0000, 0x0700, 2):
+        if (group, element, length) == (0x0000, 0x0700, 2) and offset + 10 <= len(command):
             (priority,) = struct.unpack_from("<H", command, offset + 8)
             if priority > 2:
                 return command[: offset + 8] + b"\x00\x00" + command[offset + 10 :]

@@ -15,8 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from pynetdicom.dimse_primitives import C_FIND, N_SET
 
-from dcmrecvd import logs, scp
+from dcmrecvd import dispatch, logs, scp, streaming
 from dcmrecvd.logfields import AssociationFields
 from dcmrecvd.profiles import Profile
 from dcmrecvd.settings import StorageMode
@@ -487,3 +488,52 @@ def test_the_default_network_timeout_logs_an_abort_request_as_dcmrecv(
 def test_max_send_pdv_is_dcmtks(peer_maximum: int, pdv: int, warning: str | None) -> None:
     # Observed with DCMTK 3.6.7's dcmrecv -v for each peer maximum.
     assert scp.max_send_pdv(peer_maximum) == (pdv, warning)
+
+
+# --- pure logic ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("sent", "read"), [(7, 0), (3, 0), (0xFFFF, 0), (2, 2), (1, 1), (0, 0)])
+def test_medium_priority_reads_an_out_of_range_priority_as_medium(sent: int, read: int) -> None:
+    command_set = store_command("1.2.3.4.60", e0700=us(sent))
+    assert streaming.medium_priority(command_set) == store_command("1.2.3.4.60", e0700=us(read))
+
+
+_WITH_PRIORITY_7 = store_command("1.2.3.4.61", e0700=us(7))
+# Cut inside the Priority's value.
+CUT_IN_PRIORITY = _WITH_PRIORITY_7[: _WITH_PRIORITY_7.index(struct.pack("<HHL", 0, 0x0700, 2)) + 9]
+
+
+@pytest.mark.parametrize(
+    "command_set",
+    [
+        store_command("1.2.3.4.61", e0700=None),  # no Priority at all
+        store_command("1.2.3.4.61", e0700=b"\x07\x00\x00\x00"),  # not two bytes long
+        CUT_IN_PRIORITY,
+        b"",
+    ],
+)
+def test_medium_priority_leaves_other_command_sets_alone(command_set: bytes) -> None:
+    assert streaming.medium_priority(command_set) == command_set
+
+
+def test_a_refusal_response_answers_its_request() -> None:
+    find = C_FIND()
+    find.MessageID = 9
+    find.AffectedSOPClassUID = rawpdu.CT
+    find.Priority = 0
+    response = dispatch.refusal_response(find)
+    assert isinstance(response, C_FIND)
+    assert response.MessageIDBeingRespondedTo == 9
+    assert response.Status == dispatch.UNRECOGNIZED_OPERATION
+    assert response.AffectedSOPClassUID == rawpdu.CT
+    assert dispatch.command_field(find) == 0x0020
+    # N-SET names a Requested SOP Instance; its response, the Affected one.
+    n_set = N_SET()
+    n_set.MessageID = 10
+    n_set.RequestedSOPClassUID = rawpdu.CT
+    n_set.RequestedSOPInstanceUID = "1.2.3.9"
+    answer = dispatch.refusal_response(n_set)
+    assert isinstance(answer, N_SET)
+    assert (answer.AffectedSOPClassUID, answer.AffectedSOPInstanceUID) == (rawpdu.CT, "1.2.3.9")
+    assert dispatch.command_field(n_set) == 0x0120
