@@ -194,6 +194,7 @@ STORED = {
     ),
     "class other than the context's": (store_command("1.2.3.4.12", e0002=ui(MR)), "MR.1.2.3.4.12"),
     "priority out of range": (store_command("1.2.3.4.13", e0700=us(7)), "CT.1.2.3.4.13"),
+    "non-conformant instance UID": (store_command("1.02.3.x"), "CT.1.02.3.x"),
     # Beyond dcmrecv, which aborts: the UIDs come from the dataset.
     "empty instance UID": (store_command("1.2.3.4.14", e1000=b""), "CT.1.2.3.4.14"),
     "no instance UID": (store_command("1.2.3.4.15", e1000=None), "CT.1.2.3.4.15"),
