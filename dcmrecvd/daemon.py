@@ -349,7 +349,9 @@ class Service:
             LOG.critical("cannot start the worker processes: %s", exc)
             self.stop()
             return EXIT_UNAVAILABLE
-        LOG.info("serving with %d worker processes", len(self.current))
+        LOG.info(
+            "serving with %s", logs.counted(len(self.current), "worker process", "worker processes")
+        )
         self.notifier.ready()
         self._status()
         while True:

@@ -179,6 +179,7 @@ class FastStoreDIMSE(responses.QuickResponseDIMSE):
             context_id=context_id,
             transfer_syntax=context.transfer_syntax,
             calling_ae_title=str(self.assoc.requestor.ae_title or ""),
+            message_id=request.message_id,
         )
         if not self._fields_bound:
             logfields.bind(**self._fields)
@@ -212,16 +213,7 @@ class FastStoreDIMSE(responses.QuickResponseDIMSE):
     def _dataset_fragment(self, context_id: int, data: bytes | memoryview) -> bool:
         """One fragment of the dataset being received; False if the association aborts."""
         control = data[0]
-        if control & COMMAND or context_id != self._request_context:
-            # PS3.7 9.3.1.1 / PS3.8 9.3.5.1: the dataset follows its command, whole and
-            # on the command's context, before anything else.
-            LOG.error(
-                "%s in the middle of a dataset; aborting the association",
-                "a command" if control & COMMAND else f"a fragment on context {context_id}",
-            )
-            self._request = None
-            self.discard_unclaimed()
-            self.dul.event_queue.put("Evt19")  # an invalid PDU: A-ABORT, then close
+        if not self._in_dataset(context_id, control):
             return False
         self._write(memoryview(data)[1:])
         if control & LAST:

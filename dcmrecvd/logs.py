@@ -67,6 +67,28 @@ class _StderrHandler(logging.StreamHandler[TextIO]):
     """The default handler; its own class so that a second setup() replaces it."""
 
 
+def counted(count: int, singular: str, plural: str) -> str:
+    """`count` and the noun that agrees with it: "1 worker process", "2 worker processes"."""
+    return f"{count} {singular if count == 1 else plural}"
+
+
+class _NetworkTimeoutLine(logging.Filter):
+    """Hold pynetdicom's "Network timeout reached" ERROR to DEBUG.
+
+    DCMTK's dcmrecv says nothing above DEBUG when its DIMSE timeout (-td) ends an idle
+    association, and the receiver logs what dcmrecv logs for the other timeouts.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.getMessage() != "Network timeout reached":
+            return True
+        record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+        return logging.getLogger(record.name).isEnabledFor(logging.DEBUG)
+
+
+logging.getLogger("pynetdicom.association").addFilter(_NetworkTimeoutLine())
+
+
 def level_letter(levelno: int) -> str:
     """F, E, W, I, D or T: the prefix DCMTK writes for this level."""
     for threshold, letter in _PREFIXES:

@@ -22,22 +22,11 @@ from typing import cast
 from pydicom.dataset import Dataset
 from pynetdicom import AE, evt, register_uid
 from pynetdicom.association import Association
-from pynetdicom.dimse_primitives import (
-    C_FIND,
-    C_GET,
-    C_MOVE,
-    C_STORE,
-    N_ACTION,
-    N_CREATE,
-    N_DELETE,
-    N_EVENT_REPORT,
-    N_GET,
-    N_SET,
-    DIMSEPrimitive,
-)
+from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.events import Event, EventHandlerType
 from pynetdicom.pdu_primitives import (
     A_ASSOCIATE,
+    A_P_ABORT,
     SCP_SCU_RoleSelectionNegotiation,
     SOPClassExtendedNegotiation,
 )
@@ -116,18 +105,14 @@ STATUS_TEXT = {
     DUPLICATE_SOP_INSTANCE: "Failed: DuplicateSOPInstance",
 }
 
-# Command fields of the DIMSE requests a storage SCP does not serve.
-UNSUPPORTED_REQUESTS = {
-    C_FIND: 0x0020,
-    C_GET: 0x0010,
-    C_MOVE: 0x0021,
-    N_EVENT_REPORT: 0x0100,
-    N_GET: 0x0110,
-    N_SET: 0x0120,
-    N_ACTION: 0x0130,
-    N_CREATE: 0x0140,
-    N_DELETE: 0x0150,
-}
+# DCMTK's conditions for a dataset it could not receive: the peer aborted or the
+# connection closed; the DIMSE timeout (-td) passed.
+PEER_ABORTED = "0006:0317 Peer aborted Association (or never connected)"
+DIMSE_TIMEOUT = "0006:0207 DIMSE No data available (timeout in non-blocking mode)"
+# DCMTK's ASC_MAXIMUMPDUSIZE: what it sends at most, and to a peer that sets no limit.
+DCMTK_LARGEST_PDU = 131072
+# PDU header (6 bytes), PDV item header (6): the rest of a P-DATA-TF is the PDV's value.
+PDV_OVERHEAD = 12
 
 
 class ConfigurationError(Exception):
@@ -172,15 +157,31 @@ def join_path(directory: str, name: str) -> str:
 
 
 def register_storage_classes(profile: Profile) -> None:
-    """Serve C-STORE for every abstract syntax of the profile that pynetdicom does not know.
+    """Make pynetdicom take every abstract syntax of the profile that it does not know
+    (a private one) for a storage class, so that the fast path serves its C-STOREs.
 
-    pynetdicom picks the service by the request's SOP class and aborts the association
-    for an unknown (private) one; DCMTK stores it.
+    dispatch.py serves any C-STORE by its command, whatever class it names.
     """
     for context in profile.contexts:
         uid = context.abstract_syntax
         if uid_to_service_class(uid) is ServiceClass:
             register_uid(uid, "DcmrecvdPrivate_" + uid.replace(".", "_"), StorageServiceClass)
+
+
+def max_send_pdv(peer_maximum: int) -> tuple[int, str | None]:
+    """DCMTK's "Max Send PDV" for a peer's maximum PDU length, and its warning if any.
+
+    DCMTK sends PDUs of at most 128 KiB (also to a peer with no limit, 0) and of an even
+    length.
+    """
+    length = peer_maximum
+    warning = None
+    if length == 0 or length > DCMTK_LARGEST_PDU:
+        length = DCMTK_LARGEST_PDU
+    elif length % 2:
+        warning = f"ASSOC: PDV send length {length} is odd (using {length - 1})"
+        length -= 1
+    return length - PDV_OVERHEAD, warning
 
 
 def _exists(directory: Path, name: str) -> bool:
@@ -214,6 +215,8 @@ class _Association:
     negotiation: dumps.Negotiation | None = None
     # Set when the abort is ours or has been logged: DCMTK logs only a peer's abort, once.
     abort_said: bool = False
+    # The DUL aborted for a protocol error: A-ABORT sent, A-P-ABORT indicated.
+    protocol_abort: bool = False
     # The admission to give back when the connection closes.
     admitted: access.Decision | None = None
 
@@ -268,6 +271,7 @@ class Receiver:
             (evt.EVT_REQUESTED, self._on_requested),
             (evt.EVT_ACCEPTED, self._on_accepted),
             (evt.EVT_RELEASED, self._on_released),
+            (evt.EVT_ACSE_RECV, self._on_acse_received),
             (evt.EVT_ABORTED, self._on_aborted),
             (evt.EVT_CONN_CLOSE, streaming.on_connection_closed),
             (evt.EVT_CONN_CLOSE, self._on_closed),
@@ -439,8 +443,10 @@ class Receiver:
 
     def _on_accepted(self, event: Event) -> None:
         self.stats.association()
-        max_pdu = event.assoc.requestor.maximum_length or 0
-        LOG.info("Association Acknowledged (Max Send PDV: %d)", max_pdu - 12)
+        pdv, warning = max_send_pdv(event.assoc.requestor.maximum_length or 0)
+        if warning is not None:
+            LOG.warning("%s", warning)
+        LOG.info("Association Acknowledged (Max Send PDV: %d)", pdv)
         info = self._associations.get(event.assoc)
         if info is not None and info.negotiation is not None:
             self._dump(dumps.dump(info.negotiation, dumps.Pdu.AC))
@@ -454,24 +460,54 @@ class Receiver:
     def _on_released(self, event: Event) -> None:
         LOG.info("Received Association Release Request", extra=self._duration(event))
 
+    def _on_acse_received(self, event: Event) -> None:
+        # A-P-ABORT's provider reason 0 is a closed connection; any other is the DUL's
+        # own A-ABORT for a protocol error (PS3.8 9.3.8, pynetdicom's AA-7 and AA-8).
+        primitive = event.primitive  # type: ignore[attr-defined]
+        info = self._associations.get(event.assoc)
+        if info is not None and isinstance(primitive, A_P_ABORT) and primitive.provider_reason:
+            info.protocol_abort = True
+
     def _on_aborted(self, event: Event) -> None:
+        """Log what DCMTK logs when an association ends by an abort.
+
+        dcmrecv says "Received Association Abort Request" when the peer aborts, when the
+        connection closes and when its default 60 s socket timeout passes, but not when
+        it aborts itself (a protocol violation, -td); a dataset cut short gets two error
+        lines first.
+        """
         info = self._associations.get(event.assoc)
         # No request yet: a connection that closed before asking for an association.
         if info is None or info.abort_said:
             return
         info.abort_said = True
-        LOG.info("Received Association Abort Request", extra=self._duration(event))
+        assoc = event.assoc
+        dimse = assoc.dimse
+        streaming_dimse = dimse if isinstance(dimse, streaming.StreamingDIMSE) else None
+        # pynetdicom limit: EVT_ABORTED tells neither who aborted nor why. Association
+        # .abort sets _sent_abort (our refusals, the network timeout, shutdown); the
+        # timeout leaves the DUL's idle timer expired.
+        ours = bool(getattr(assoc, "_sent_abort", False)) or info.protocol_abort
+        timed_out = ours and assoc.dul.idle_timer_expired()
+        interrupted = streaming_dimse.interrupted() if streaming_dimse is not None else None
+        if interrupted is not None and (timed_out or not ours):
+            LOG.error(
+                "Unable to receive dataset on presentation context 0: %s",
+                DIMSE_TIMEOUT if timed_out and self.settings.dimse_timeout else PEER_ABORTED,
+            )
+            LOG.error(
+                "Unable to receive C-STORE dataset on presentation context %d",
+                interrupted.context_id,
+            )
+        if not ours or (timed_out and not self.settings.dimse_timeout):
+            LOG.info("Received Association Abort Request", extra=self._duration(event))
 
     def _on_echo(self, event: Event) -> int:
         LOG.info("Received C-ECHO Request (MsgID %d)", event.request.MessageID)
         LOG.info("Sending C-ECHO Response (Success)")
         return SUCCESS
 
-    def _refuse_request(self, assoc: Association, request: DIMSEPrimitive) -> None:
-        info = self._associations.get(assoc)
-        if info is not None:
-            info.abort_said = True  # the abort that follows is ours
-        field = UNSUPPORTED_REQUESTS.get(type(request), 0)
+    def _refuse_request(self, field: int) -> None:
         LOG.error(
             "cannot handle this kind of DIMSE command (0x%04x), we are a Storage SCP only", field
         )
@@ -483,7 +519,18 @@ class Receiver:
             sop_class_uid=str(request.AffectedSOPClassUID or ""),
             sop_instance_uid=str(request.AffectedSOPInstanceUID or ""),
         )
+        if not isinstance(request.DataSet, streaming.StreamedDataSet):
+            # No dataset was announced, so no sink announced the request.
+            self._announce_store(served.message_id, served.sop_class_uid, served.sop_instance_uid)
         return self._serve_store(served, streaming.claim(event))
+
+    def _announce_store(self, message_id: int, sop_class_uid: str, sop_instance_uid: str) -> None:
+        """DCMTK's line for a C-STORE request, logged when its command has arrived."""
+        LOG.info(
+            "Received C-STORE Request (MsgID %d)",
+            message_id,
+            extra={"SOP_CLASS_UID": sop_class_uid, "SOP_INSTANCE_UID": sop_instance_uid},
+        )
 
     def _serve_store(
         self, request: fastpath.StoreRequest, sink: streaming.Sink | None
@@ -494,7 +541,6 @@ class Receiver:
             "SOP_CLASS_UID": request.sop_class_uid,
             "SOP_INSTANCE_UID": request.sop_instance_uid,
         }
-        LOG.info("Received C-STORE Request (MsgID %d)", request.message_id, extra=instance)
         response = self._store(sink)
         status = response if isinstance(response, int) else int(response.Status)
         LOG.info(
@@ -510,6 +556,7 @@ class Receiver:
 
     def _sink(self, command: streaming.StoreCommand) -> streaming.Sink:
         """A sink for the dataset of a C-STORE-RQ whose command has arrived."""
+        self._announce_store(command.message_id, command.sop_class_uid, command.sop_instance_uid)
         if self.settings.storage is StorageMode.IGNORE:
             return streaming.Discarding()
         return incoming.IncomingObject(
@@ -528,8 +575,9 @@ class Receiver:
             LOG.debug("received dataset is not stored since the storage mode is set to 'ignore'")
             return SUCCESS
         if not isinstance(sink, incoming.IncomingObject):
-            LOG.error("cannot store received object: the dataset was not received")
-            return _failure(OUT_OF_RESOURCES, "dataset not received")
+            # The command said that no dataset follows: nothing to store, ever.
+            LOG.error("cannot store received object: the request has no dataset")
+            return _failure(CANNOT_UNDERSTAND, "C-STORE request without a dataset")
         try:
             return self._store_object(sink)
         finally:

@@ -13,11 +13,14 @@ that request; pynetdicom still decodes the command and dispatches the request, w
 DataSet is then an empty `StreamedDataSet` carrying the sink (`claim` returns it).
 `on_connection_closed` discards every sink no handler has claimed, so an abort, a
 disconnect or a timeout leaves nothing behind. STORE_RECV_CHUNKED_DATASET must stay off.
+The provider also remembers the request whose dataset an abort interrupted, for the
+receiver's log lines.
 """
 
 from __future__ import annotations
 
 import logging
+import struct
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -30,6 +33,8 @@ from pynetdicom.dimse_messages import C_STORE_RQ
 from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.events import Event
 from pynetdicom.pdu_primitives import P_DATA
+
+from dcmrecvd import logfields
 
 LOG = logging.getLogger(__name__)
 
@@ -48,6 +53,7 @@ class StoreCommand:
     # The accepted transfer syntax of the context, None if the context is not accepted.
     transfer_syntax: str | None
     calling_ae_title: str
+    message_id: int
 
 
 class Sink(Protocol):
@@ -93,19 +99,27 @@ class StreamingDIMSE(DIMSEServiceProvider):
     _stream: Sink | None
     _unclaimed: list[Sink]
     _sinks_lock: threading.Lock
+    # The association thread's log fields, bound to the DUL thread when it first logs.
+    _log_fields: dict[str, str]
+    # The request whose dataset is being received; it stays set when the connection ends.
+    _receiving: StoreCommand | None
 
     def receive_primitive(self, primitive: P_DATA) -> None:
         # One PDV at a time, so a P-DATA that ends the command and starts the dataset
         # is split between pynetdicom and the sink.
         for context_id, data in primitive.presentation_data_value_list:
-            if self._stream is not None and not data[0] & COMMAND:
+            if self._stream is not None:
+                if not self._in_dataset(context_id, data[0]):
+                    return
                 self._write(memoryview(data)[1:])
                 if data[0] & LAST:
                     self._complete(context_id, data[0])
                 continue
+            value = bytes(data)  # reactor.py passes views; pynetdicom takes bytes only
+            if self.message is None and data[0] == COMMAND | LAST:
+                value = value[:1] + medium_priority(value[1:])
             single = P_DATA()
-            # reactor.py passes dataset fragments as views; pynetdicom takes bytes only.
-            single.presentation_data_value_list = [[context_id, bytes(data)]]  # type: ignore[list-item]
+            single.presentation_data_value_list = [[context_id, value]]  # type: ignore[list-item]
             try:
                 super().receive_primitive(single)
             except Exception:  # decode_msg raises whatever a malformed command makes
@@ -113,8 +127,7 @@ class StreamingDIMSE(DIMSEServiceProvider):
                 # its thread, so the association would neither abort nor close.
                 LOG.exception("cannot decode a DIMSE command set; aborting the association")
                 self.message = None
-                self.discard_unclaimed()
-                self.dul.event_queue.put("Evt19")  # an invalid PDU: A-ABORT, then close
+                self.abort_for_violation()
                 return
             if isinstance(self.message, C_STORE_RQ):
                 # The command is complete and announces a dataset (one without a
@@ -138,11 +151,42 @@ class StreamingDIMSE(DIMSEServiceProvider):
             context_id=context_id,
             transfer_syntax=syntax,
             calling_ae_title=str(self.assoc.requestor.ae_title or ""),
+            message_id=int(cs.get("MessageID") or 0),  # absent: dispatch aborts
         )
         self._open_stream(command)
 
+    def _in_dataset(self, context_id: int, control: int) -> bool:
+        """Whether a fragment belongs to the dataset being received; if not, the
+        association is aborted (PS3.7 9.3.1.1 / PS3.8 9.3.5.1: the dataset follows its
+        command, whole and on the command's context, before anything else)."""
+        receiving = cast(StoreCommand, self._receiving)
+        if control & COMMAND:
+            LOG.error("a command in the middle of a dataset; aborting the association")
+        elif context_id != receiving.context_id:
+            LOG.error(  # dcmrecv's words
+                "Presentation Context ID of command (%d) and data set (%d) differs",
+                receiving.context_id,
+                context_id,
+            )
+        else:
+            return True
+        self.abort_for_violation()
+        return False
+
+    def abort_for_violation(self) -> None:
+        """Abort the association for what the peer sent: A-ABORT, then close."""
+        self.discard_unclaimed()
+        self.dul.event_queue.put("Evt19")  # an invalid PDU
+
+    def bind_log_fields(self) -> None:
+        """Attach the association's log fields to the calling thread, if it has none."""
+        if not logfields.bound():
+            logfields.bind(**self._log_fields)
+
     def _open_stream(self, command: StoreCommand) -> None:
         """Stream the dataset that follows `command` to a new sink."""
+        self.bind_log_fields()  # the sink factory logs from the DUL thread
+        self._receiving = command
         sink = self._sink_factory(command)
         with self._sinks_lock:
             self._stream = sink
@@ -174,6 +218,7 @@ class StreamingDIMSE(DIMSEServiceProvider):
             self._drop(sink)
         sink = cast(Sink, self._stream)
         self._stream = None
+        self._receiving = None
         return sink
 
     def _complete(self, context_id: int, control: int) -> None:
@@ -184,6 +229,10 @@ class StreamingDIMSE(DIMSEServiceProvider):
         end = P_DATA()
         end.presentation_data_value_list = [[context_id, bytes([control])]]  # type: ignore[list-item]
         super().receive_primitive(end)
+
+    def interrupted(self) -> StoreCommand | None:
+        """The request whose dataset was being received when the connection ended."""
+        return self._receiving
 
     def claim(self, sink: Sink) -> bool:
         """Take `sink` over from the connection; False if it was discarded already."""
@@ -201,6 +250,25 @@ class StreamingDIMSE(DIMSEServiceProvider):
             sink.discard()
 
 
+def medium_priority(command: bytes) -> bytes:
+    """`command` (a whole command set) with a Priority outside PS3.7's 0-2 made MEDIUM (0).
+
+    pynetdicom limit: its C-STORE-RQ primitive refuses any other Priority, and the
+    message is then dropped and the association aborted; dcmrecv stores the object.
+    A storage SCP does nothing with the priority, and no response carries it.
+    """
+    offset = 0
+    while offset + 8 <= len(command):
+        group, element, length = struct.unpack_from("<HHL", command, offset)
+        if (group, element, length) == (0x0000, 0x0700, 2) and offset + 10 <= len(command):
+            (priority,) = struct.unpack_from("<H", command, offset + 8)
+            if priority > 2:
+                return command[: offset + 8] + b"\x00\x00" + command[offset + 10 :]
+            return command
+        offset += 8 + length
+    return command
+
+
 def _uid_text(value: object) -> str:
     """A command UID as sent: absent is empty, and a backslash (which pydicom reads as a
     value separator) stays a backslash, to be sanitised like any other byte."""
@@ -214,13 +282,16 @@ def _uid_text(value: object) -> str:
 def install(assoc: object, factory: SinkFactory) -> None:
     """Make `assoc` stream its C-STORE datasets to sinks from `factory`.
 
-    Call before the association is accepted (EVT_REQUESTED), so no P-DATA has arrived.
+    Call before the association is accepted (EVT_REQUESTED, whose thread has the
+    association's log fields bound), so no P-DATA has arrived.
     """
     dimse = assoc.dimse  # type: ignore[attr-defined]
     dimse._sink_factory = factory
     dimse._stream = None
     dimse._unclaimed = []
     dimse._sinks_lock = threading.Lock()
+    dimse._log_fields = dict(logfields.bound())
+    dimse._receiving = None
     # The provider is created inside Association.__init__; a class swap is the only
     # way to give it our receive_primitive (pynetdicom swaps message classes alike).
     dimse.__class__ = StreamingDIMSE

@@ -10,6 +10,7 @@ import re
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -20,9 +21,10 @@ from pydicom.dataset import Dataset
 from pynetdicom import AE
 from pynetdicom.association import Association
 
-from tests import dicomgen
+from tests import dicomgen, rawpdu, test_requests
 from tests.conftest import free_port
 from tests.peers import LOCALHOST, wait_listening
+from tests.streaming_peer import body
 from tests.test_dcmrecv_interop import STORE_CFG
 
 pytestmark = [pytest.mark.interop, pytest.mark.slow]
@@ -116,22 +118,86 @@ def test_unique_names_have_dcmtks_shapes(
 # --- DIMSE -------------------------------------------------------------------------------
 
 
-def _find(binary: str, cfg: Path) -> tuple[bool, list[str]]:
+def _find(binary: str, cfg: Path) -> tuple[int | None, bool, list[str]]:
+    """A C-FIND: its status (None if none came), whether the association was aborted,
+    and the error lines."""
     log: list[str] = []
     with receiver(binary, ["-v", "-xf", str(cfg), "Store"], log) as port:
         assoc = associate(port, [dicomgen.CT])
         query = Dataset()
         query.QueryRetrieveLevel = "STUDY"
-        next(assoc.send_c_find(query, dicomgen.CT), None)
+        status, _ = next(assoc.send_c_find(query, dicomgen.CT), (None, None))
+        if assoc.is_established:
+            assoc.release()
         wait_ended(assoc)
         aborted = assoc.is_aborted
-    return aborted, [line for line in log if "DIMSE command" in line]
+    answer = None if status is None or "Status" not in status else int(status.Status)
+    return answer, aborted, [line for line in log if line.startswith("E:")]
 
 
-def test_other_dimse_requests_abort_like_dcmrecv(dcmtk_dcmrecv: str, cfg: Path) -> None:
+def test_other_dimse_requests_get_dcmrecvs_line_and_a_failure_response(
+    dcmtk_dcmrecv: str, cfg: Path
+) -> None:
+    # dcmrecv aborts the association; we answer 0x0211 and go on (README: differences).
     theirs = _find(DCMTK, cfg)
-    assert theirs[0] and len(theirs[1]) == 1
-    assert _find(OURS, cfg) == theirs
+    assert theirs[1] and len(theirs[2]) == 1
+    assert _find(OURS, cfg) == (0x0211, False, theirs[2])
+
+
+def _raw_requests(
+    binary: str, cfg: Path, out: Path, requests: list[bytes], args: list[str]
+) -> tuple[list[int | None], list[str], dict[str, bytes], list[str]]:
+    """Raw C-STOREs, then a plain one, on one association: the statuses (None: no
+    response), the stored files' names and dataset bytes, and the log lines."""
+    out.mkdir(parents=True)
+    log: list[str] = []
+    with receiver(binary, ["-xf", str(cfg), "Store", "-od", str(out), *args], log) as port:
+        peer = rawpdu.Peer(port)
+        assert peer.associate(rawpdu.associate_rq(test_requests.CONTEXTS, called="ANY"))
+        statuses = []
+        for pdus in [*requests, _store_pdus("1.2.3.4.99")]:
+            peer.send(pdus)
+            statuses.append(rawpdu.response_status(peer.read_pdu(timeout=10.0)))
+        peer.send(rawpdu.release_rq())
+        peer.read_pdu()
+        peer.close()
+    files = {p.name: body(p) for p in out.iterdir() if p.is_file()}
+    shown = [
+        line.replace(str(out), "OUT")
+        for line in log
+        if line[:2] in ("E:", "W:") or "C-STORE" in line or "object to file" in line
+    ]
+    return statuses, shown, files, sorted(files)
+
+
+def _store_pdus(uid: str, command_set: bytes | None = None) -> bytes:
+    command = command_set or test_requests.store_command(uid)
+    pdus = rawpdu.p_data(rawpdu.pdv(test_requests.CT_CX, test_requests.COMMAND_LAST, command))
+    dataset = rawpdu.explicit_dataset(uid)
+    return pdus + b"".join(rawpdu.dataset_pdus(test_requests.CT_CX, dataset))
+
+
+ui = test_requests.ui
+
+
+@pytest.mark.parametrize(
+    "command_set",
+    [
+        # A sender that misread a file.
+        test_requests.store_command("1.2.3.4.10", e0002=ui("31")),
+        test_requests.store_command("1.2.3.4.10", e0002=ui(test_requests.STUDY_ROOT_FIND)),
+        test_requests.store_command("1.2.3.4.10", e0002=ui(dicomgen.MR)),
+        test_requests.store_command("1.2.3.4.10", e0700=test_requests.us(7)),
+    ],
+    ids=["unknown class", "query model", "MR on the CT context", "priority 7"],
+)
+def test_c_stores_pynetdicom_refused_are_stored_like_dcmrecv(
+    dcmtk_dcmrecv: str, cfg: Path, tmp_path: Path, command_set: bytes
+) -> None:
+    requests = [_store_pdus("1.2.3.4.10", command_set)]
+    theirs = _raw_requests(DCMTK, cfg, tmp_path / "t", requests, ["-v"])
+    assert theirs[0] == [0x0000, 0x0000]
+    assert _raw_requests(OURS, cfg, tmp_path / "o", requests, ["-v"]) == theirs
 
 
 # --- network options ---------------------------------------------------------------------
@@ -244,3 +310,92 @@ def test_associations_are_served_concurrently(cfg: Path, tmp_path: Path) -> None
         "CT.1.2.3.4.1",
         "CT.1.2.3.4.2",
     ]
+
+
+# --- log lines -----------------------------------------------------------------------------
+
+
+@contextmanager
+def watched(binary: str, args: list[str]) -> Iterator[tuple[int, list[str]]]:
+    """`binary` serving on a free port; its stderr lines, as they come, in the list."""
+    port = free_port()
+    proc = subprocess.Popen(
+        [binary, *args, str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
+    lines: list[str] = []
+    assert proc.stderr is not None
+    stderr = proc.stderr
+    reader = threading.Thread(
+        target=lambda: lines.extend(line.decode(errors="replace").rstrip() for line in stderr)
+    )
+    reader.start()
+    try:
+        wait_listening(port, proc)
+        yield port, lines
+    finally:
+        proc.terminate()
+        proc.wait(timeout=DEADLINE)
+        reader.join(timeout=DEADLINE)
+
+
+ENDINGS = {
+    # how the association ends, the receiver's options
+    "peer closes": ([], []),
+    "peer closes mid-dataset": ([], ["dataset"]),
+    "peer aborts": ([], ["abort"]),
+    "peer aborts mid-dataset": ([], ["dataset", "abort"]),
+    "-td passes": (["-td", "1"], ["wait"]),
+    "-td passes mid-dataset": (["-td", "1"], ["dataset", "wait"]),
+}
+ENDING_LINES = ("Abort", "Unable to receive", "C-STORE", "E:", "W:")
+
+
+def _ending(binary: str, cfg: Path, ending: str) -> list[str]:
+    args, steps = ENDINGS[ending]
+    with watched(binary, ["-v", "-xf", str(cfg), "Store", *args]) as (port, lines):
+        peer = rawpdu.Peer(port)
+        assert peer.associate(rawpdu.associate_rq(test_requests.CONTEXTS, called="ANY"))
+        if "dataset" in steps:
+            dataset = rawpdu.explicit_dataset("1.2.3.4.40", b"\x01" * 40000)
+            command = test_requests.store_command("1.2.3.4.40")
+            first = rawpdu.dataset_pdus(test_requests.CT_CX, dataset)[0]
+            peer.send(rawpdu.p_data(rawpdu.pdv(test_requests.CT_CX, 0x03, command)) + first)
+        if "abort" in steps:
+            peer.send(rawpdu.pdu(rawpdu.ABORT, b"\0\0\0\0"))
+        if "wait" in steps:  # dcmrecv sends its A-ABORT and leaves the closing to the peer
+            answer = peer.read_pdu(timeout=DEADLINE)
+            assert answer is not None and answer[0] == rawpdu.ABORT
+        peer.close()
+        if "wait" not in steps:
+            deadline = time.monotonic() + DEADLINE
+            while not any("Abort Request" in line for line in lines):
+                assert time.monotonic() < deadline, f"{binary} logged no abort: {lines}"
+                time.sleep(0.05)  # polling interval of the deadline loop
+    return [line for line in lines if any(part in line for part in ENDING_LINES)]
+
+
+@pytest.mark.parametrize("ending", ENDINGS)
+def test_an_association_ends_with_dcmrecvs_lines(
+    dcmtk_dcmrecv: str, cfg: Path, ending: str
+) -> None:
+    theirs = _ending(DCMTK, cfg, ending)
+    assert _ending(OURS, cfg, ending) == theirs
+
+
+def _max_send_pdv(binary: str, cfg: Path, peer_maximum: int) -> list[str]:
+    log: list[str] = []
+    with receiver(binary, ["-v", "-xf", str(cfg), "Store"], log) as port:
+        peer = rawpdu.Peer(port)
+        rq = rawpdu.associate_rq(test_requests.CONTEXTS, called="ANY", max_pdu=peer_maximum)
+        assert peer.associate(rq)
+        peer.send(rawpdu.release_rq())
+        assert peer.read_pdu() is not None
+        peer.close()
+    return [line for line in log if "PDV" in line]
+
+
+@pytest.mark.parametrize("peer_maximum", [0, 4097, 262144])
+def test_max_send_pdv_like_dcmrecv(dcmtk_dcmrecv: str, cfg: Path, peer_maximum: int) -> None:
+    theirs = _max_send_pdv(DCMTK, cfg, peer_maximum)
+    assert theirs and theirs[-1].startswith("I: Association Acknowledged")
+    assert _max_send_pdv(OURS, cfg, peer_maximum) == theirs

@@ -260,3 +260,21 @@ def test_an_undecodable_file_has_no_valid_settings(tmp_path: Path) -> None:
     assert logs.config_problem(str(config)) == (
         "Specified --log-config file does not contain any valid settings"
     )
+
+
+@pytest.mark.parametrize(
+    ("count", "text"),
+    [(0, "0 worker processes"), (1, "1 worker process"), (2, "2 worker processes")],
+)
+def test_counted_agrees_with_the_count(count: int, text: str) -> None:
+    assert logs.counted(count, "worker process", "worker processes") == text
+
+
+@pytest.mark.parametrize(("level", "shown"), [(LogLevel.INFO, []), (LogLevel.TRACE, ["D"])])
+def test_pynetdicoms_network_timeout_line_is_debug(level: LogLevel, shown: list[str]) -> None:
+    # dcmrecv -td says nothing above DEBUG when an idle association times out.
+    stream = configured(level)
+    logging.getLogger("pynetdicom.association").error("Network timeout reached")
+    logging.getLogger("pynetdicom.association").error("Association Aborted")
+    letters = [line[0] for line in stream.getvalue().splitlines()]
+    assert letters == [*shown, "E"]

@@ -134,7 +134,7 @@ def test_write_error_answers_a700_with_comment_and_association_goes_on(
 def test_empty_dataset_answers_c000(profile: Profile, out: Path, port: int) -> None:
     # A dataset that is only a group the header reader skips is not empty; an empty
     # one cannot be sent by pynetdicom, so the sink is driven directly.
-    command = streaming.StoreCommand(dicomgen.CT, "1.2.3", 1, "1.2.840.10008.1.2.1", "SENDER")
+    command = streaming.StoreCommand(dicomgen.CT, "1.2.3", 1, "1.2.840.10008.1.2.1", "SENDER", 1)
     sink = incoming.IncomingObject(
         command,
         bit_preserving=False,

@@ -23,7 +23,7 @@ def sink(
     keep_refused: bool = False,
     instance: str = "1.2.3.4.100",
 ) -> incoming.IncomingObject:
-    command = streaming.StoreCommand(dicomgen.CT, instance, 1, ExplicitVRLittleEndian, "SENDER")
+    command = streaming.StoreCommand(dicomgen.CT, instance, 1, ExplicitVRLittleEndian, "SENDER", 1)
     return incoming.IncomingObject(
         command,
         bit_preserving=bit_preserving,
@@ -165,7 +165,7 @@ def test_without_the_check_differing_uids_are_stored(tmp_path: Path) -> None:
     target.discard()
 
 
-COMMAND = streaming.StoreCommand(dicomgen.CT, "1.2.3.4", 1, ExplicitVRLittleEndian, "SENDER")
+COMMAND = streaming.StoreCommand(dicomgen.CT, "1.2.3.4", 1, ExplicitVRLittleEndian, "SENDER", 1)
 
 
 @pytest.mark.parametrize(
@@ -196,5 +196,5 @@ def test_sop_uid_failure(
 
 
 def test_sop_uid_failure_ignores_the_padding_of_the_request() -> None:
-    padded = streaming.StoreCommand(dicomgen.CT, "1.2.3.4\0", 1, ExplicitVRLittleEndian, "A")
+    padded = streaming.StoreCommand(dicomgen.CT, "1.2.3.4\0", 1, ExplicitVRLittleEndian, "A", 1)
     assert incoming.sop_uid_failure(padded, header.Header(dicomgen.CT, "1.2.3.4")) is None
