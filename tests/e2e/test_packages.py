@@ -277,11 +277,17 @@ def test_modules_are_byte_compiled(installed: Installed) -> None:
 
 
 def test_units_are_where_both_releases_look(installed: Installed) -> None:
-    for unit in ("dcmrecvd.service", "dcmrecvd.socket"):
-        assert installed.box.show(unit, "FragmentPath") == f"/usr/lib/systemd/system/{unit}"
+    box = installed.box
     if installed.kind == "deb":
-        listed = installed.box.run("dpkg", "-L", "dcmrecvd").stdout.splitlines()
-        assert not [path for path in listed if path.startswith("/lib/")], listed
+        listed = box.run("dpkg", "-L", "dcmrecvd").stdout.splitlines()
+    else:
+        listed = box.run("rpm", "--dbpath=/var/lib/rpm", "-ql", "dcmrecvd").stdout.splitlines()
+    assert not [path for path in listed if path.startswith("/lib/")], listed
+    for unit in ("dcmrecvd.service", "dcmrecvd.socket"):
+        assert f"/usr/lib/systemd/system/{unit}" in listed
+        # systemd 252 names it by /lib/systemd/system, the same directory (merged /usr).
+        loaded = box.path(box.show(unit, "FragmentPath")).resolve()
+        assert loaded == box.path(f"/usr/lib/systemd/system/{unit}").resolve()
 
 
 def test_dcmtk_dcmrecv_makes_way(installed: Installed) -> None:
