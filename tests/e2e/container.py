@@ -1,4 +1,4 @@
-"""A Debian 12 tree booted with systemd-nspawn, driven from the host with nsenter.
+"""A Debian tree booted with systemd-nspawn, driven from the host with nsenter.
 
 The container shares the host's network, so what it listens on is reachable at
 127.0.0.1 from the host (the tests keep every port on 127.0.0.1). There is no D-Bus:
