@@ -399,11 +399,13 @@ class _Worker:
             if signum == signal.SIGUSR1 and not retiring:
                 retiring = True
                 _stop_accepting(servings, listeners.values(), self.board)
-            running = [a for s in servings for a in s.associations()]
+            # Connections, not only associations: one accepted just before the accept
+            # loop stopped may not have its association yet, and exiting would reset it.
+            running = sum(s.connections() for s in servings)
             if retiring and not running:
                 return 0
             accepting = not retiring and all(s.accepting for s in servings)
-            self.board.beat(len(running), accepting=accepting)
+            self.board.beat(running, accepting=accepting)
 
 
 def _stop_accepting(servings: list[Serving], listeners: Iterable[Listener], board: Board) -> None:
