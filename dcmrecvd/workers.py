@@ -308,12 +308,15 @@ class Generation:
     secure: str
 
 
-# Signals the parent handles itself; blocked across fork() so that none reaches the
-# child before it has its own handlers. A worker sends SIGUSR2 when it stops accepting.
+# Signals the parent handles itself. A worker sends SIGUSR2 when it stops accepting.
 STOPPED_ACCEPTING = signal.SIGUSR2
 PARENT_SIGNALS = frozenset(
     {signal.SIGHUP, signal.SIGTERM, signal.SIGINT, signal.SIGCHLD, STOPPED_ACCEPTING}
 )
+# Blocked across fork() so that none reaches the child before it has its own handlers:
+# the parent's, and SIGUSR1, which a quick second reload sends to a worker the first one
+# has just forked (its default action would kill the worker).
+_FORK_BLOCKED = PARENT_SIGNALS | {signal.SIGUSR1}
 
 
 def spawn(board: Board, generation: Generation) -> tuple[int, int]:
@@ -321,7 +324,7 @@ def spawn(board: Board, generation: Generation) -> tuple[int, int]:
     slot = board.claim()
     sys.stdout.flush()
     sys.stderr.flush()
-    previous = signal.pthread_sigmask(signal.SIG_BLOCK, PARENT_SIGNALS)
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, _FORK_BLOCKED)
     try:
         pid = os.fork()
     except OSError:
