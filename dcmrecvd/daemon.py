@@ -365,12 +365,26 @@ class Service:
             self._status()
 
     def _next_signal(self, timeout: float) -> int | None:
-        if self._deferred:
-            return self._deferred.pop(0)
-        try:
-            return self._signals.get(timeout=timeout)
-        except queue.Empty:
-            return None
+        """The signal to act on, waiting up to `timeout` for one; None if none came.
+
+        Every signal pending is taken at once: a stop goes first, and the reloads asked
+        for meanwhile are one (it reads the file as it is now). Taken one by one, SIGHUPs
+        coming faster than reloads end queued reloads without end, and a SIGTERM behind
+        them. The other signals only wake the loop, which reaps anyway.
+        """
+        pending, self._deferred = self._deferred, []
+        if not pending:
+            try:
+                pending.append(self._signals.get(timeout=timeout))
+            except queue.Empty:
+                return None
+        with suppress(queue.Empty):
+            while True:
+                pending.append(self._signals.get_nowait())
+        for wanted in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            if wanted in pending:
+                return wanted
+        return pending[0]
 
     def _reap(self) -> None:
         """Collect the workers that ended; forget their associations and temp files."""
