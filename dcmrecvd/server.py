@@ -25,8 +25,11 @@ if TYPE_CHECKING:
 
 LOG = logging.getLogger("dcmrecv")
 
-# DCMTK listens with a backlog of 50; pynetdicom's socketserver default is 5.
-BACKLOG = 50
+# As systemd's socket units do (Backlog= defaults to SOMAXCONN; the kernel caps it at
+# net.core.somaxconn). pynetdicom's socketserver default is 5, DCMTK's 50: when more
+# peers than that connect at once, the kernel drops the handshakes of the others, and
+# they open their associations only after TCP retries of 1, 3, 7 s.
+BACKLOG = socket.SOMAXCONN
 # How often an accept loop looks at its stop flag (socketserver's poll interval).
 POLL_INTERVAL = 0.2
 
