@@ -77,6 +77,34 @@ def test_a_store_served_before_the_association_thread_marks_it_established_is_an
         peer.close()
 
 
+def test_a_user_primitive_after_the_dul_aborted_is_dropped_with_its_event(
+    tmp_path: Path, out: Path
+) -> None:
+    """After an unexpected PDU the DUL has sent an A-ABORT and reads what the peer still
+    sends until it closes (Sta13), where the state machine has no transition for a
+    user's primitive (here an A-ABORT from a stop). The reactor dropped the event, not
+    the primitive, which raised the event again at once: a busy loop, a core's worth of
+    the worker's GIL, that no longer looked at the socket, until the ARTIM timer (the
+    ACSE timeout, 30 s) ended Sta13. Here the primitive comes while the DUL is reading
+    a PDU that the peer completes afterwards."""
+    port = free_port()
+    with our_receiver(rawpdu.profile(tmp_path), port, settings(port, out)) as receiver:
+        peer = rawpdu.Peer(port)
+        assert peer.associate()
+        after = rawpdu.p_data(rawpdu.pdv(1, 0, b"xx"))
+        assert peer.send(rawpdu.associate_rq() + after[:3])  # not in Sta6: A-ABORT
+        answer = peer.read_pdu()
+        assert answer is not None and answer[0] == rawpdu.ABORT
+        (assoc,) = receiver.ae.active_associations
+        dul = assoc.dul
+        wait_until(lambda: dul.state_machine.current_state == "Sta13", STEP, "Sta13")
+        assoc.acse.send_abort(0x00)
+        assert peer.send(after[3:])
+        wait_until(lambda: not dul.to_provider_queue.queue, STEP, "the A-ABORT dropped")
+        wait_until(lambda: not dul.is_alive(), STEP, "the DUL closed the connection")
+        peer.close()
+
+
 def test_more_peers_than_dcmtks_backlog_can_connect_at_once(port: int) -> None:
     """64 connections (the default association limit) wait in the listening socket's
     backlog while no accept loop takes them: none is dropped for retries."""
