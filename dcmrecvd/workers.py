@@ -430,7 +430,9 @@ def drain(servings: list[Serving], listeners: Iterable[Listener], grace: int, bo
     running = []
     for assoc in (a for s in servings for a in s.associations()):
         # A connection that has not asked for an association yet has nothing to finish.
-        if assoc.is_established:
+        # Accepted is Sta6: pynetdicom sets is_established only after EVT_ACCEPTED, once
+        # the DUL has sent the A-ASSOCIATE-AC and the peer may be storing already.
+        if assoc.is_established or assoc.dul.state_machine.current_state == "Sta6":
             running.append(assoc)
         else:
             assoc.abort()

@@ -235,6 +235,44 @@ def test_a_worker_retired_before_it_has_its_signal_handlers_retires_cleanly(
         os.close(go_w)
 
 
+def test_a_stop_gives_its_grace_to_an_association_accepted_but_not_yet_marked_established(
+    out: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A stop lets established associations finish and aborts the others; it took
+    is_established for "accepted", which pynetdicom sets only after EVT_ACCEPTED, when
+    the peer has its A-ASSOCIATE-AC and may be storing already. Here the association
+    thread is held in EVT_ACCEPTED while the worker is stopped."""
+    held_r, held_w = os.pipe()
+    go_r, go_w = os.pipe()
+    on_accepted = scp.Receiver._on_accepted
+
+    def held(self: scp.Receiver, event: Event) -> None:
+        os.write(held_w, b".")
+        select.select([go_r], [], [], STEP)
+        on_accepted(self, event)
+
+    monkeypatch.setattr(scp.Receiver, "_on_accepted", held)
+    try:
+        with forked_worker(out) as worker:
+            wait_until(lambda: worker.board.accepting(worker.slot), STEP, "the worker accepts")
+            peer = rawpdu.Peer(worker.port, timeout=STEP)
+            assert peer.associate()
+            assert select.select([held_r], [], [], STEP)[0], "held in EVT_ACCEPTED"
+            os.kill(worker.pid, signal.SIGTERM)
+            wait_until(lambda: not worker.board.accepting(worker.slot), STEP, "the worker stops")
+            assert peer.store(1, "1.2.3.6", rawpdu.explicit_dataset("1.2.3.6")) == scp.SUCCESS
+            os.write(go_w, b".")
+            assert peer.send(rawpdu.release_rq())
+            answer = peer.read_pdu(STEP)
+            assert answer is not None and answer[0] == rawpdu.RELEASE_RP
+            peer.close()
+            assert worker.exit_code() == 0
+    finally:
+        for fd in (held_r, held_w, go_r, go_w):
+            os.close(fd)
+    assert final_files(out) == ["CT.1.2.3.6"]
+
+
 def _reaped(pid: int, statuses: list[int]) -> bool:
     """Whether `pid` has ended; its exit code is appended to `statuses`."""
     found, status = os.waitpid(pid, os.WNOHANG)
