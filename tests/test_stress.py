@@ -3,8 +3,9 @@
 The fast tests force, deterministically, the interleavings that lost a response or a
 connection: a C-STORE served before the association thread marked the association
 established; a worker retiring with a connection not yet handed to its association;
-a worker retired before it had its signal handlers; a user primitive in Sta13; more
-simultaneous connections than a backlog of 50. The slow ones run the real daemon:
+a worker retired before it had its signal handlers; a stop that took an accepted
+association for one not yet asked for; a user primitive in Sta13; more simultaneous
+connections than a backlog of 50. The slow ones run the real daemon:
 raw-socket senders (one thread and one association each) time every instance from
 the end of its dataset to its response and fail on any response later than LIMIT
 and any association that does not open; storescu processes check exit codes and
