@@ -308,10 +308,11 @@ class Generation:
     secure: str
 
 
-# Signals the parent handles itself. A worker sends SIGUSR2 when it stops accepting.
-STOPPED_ACCEPTING = signal.SIGUSR2
+# Signals the parent handles itself. A worker sends SIGUSR2 when it starts and when it
+# stops accepting.
+ACCEPTING_CHANGED = signal.SIGUSR2
 PARENT_SIGNALS = frozenset(
-    {signal.SIGHUP, signal.SIGTERM, signal.SIGINT, signal.SIGCHLD, STOPPED_ACCEPTING}
+    {signal.SIGHUP, signal.SIGTERM, signal.SIGINT, signal.SIGCHLD, ACCEPTING_CHANGED}
 )
 # Blocked across fork() so that none reaches the child before it has its own handlers:
 # the parent's, and SIGUSR1, which a quick second reload sends to a worker the first one
@@ -391,6 +392,7 @@ class _Worker:
                 Serving(receiver, listeners[self.generation.secure], self.generation.context)
             )
         self.board.set_accepting(True)
+        _tell_parent()
         retiring = False
         while True:
             try:
@@ -419,8 +421,13 @@ def _stop_accepting(servings: list[Serving], listeners: Iterable[Listener], boar
     for listener in listeners:
         listener.close()
     board.set_accepting(False)
+    _tell_parent()
+
+
+def _tell_parent() -> None:
+    """That this worker's board entry `accepting` has changed."""
     with suppress(ProcessLookupError):
-        os.kill(os.getppid(), STOPPED_ACCEPTING)
+        os.kill(os.getppid(), ACCEPTING_CHANGED)
 
 
 def drain(servings: list[Serving], listeners: Iterable[Listener], grace: int, board: Board) -> int:

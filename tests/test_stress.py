@@ -31,7 +31,7 @@ import subprocess
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,7 +40,8 @@ import pytest
 from pynetdicom import transport
 from pynetdicom.events import Event
 
-from dcmrecvd import config, scp, workers
+from dcmrecvd import config, logs, scp, systemd, workers
+from dcmrecvd.daemon import Service
 from dcmrecvd.server import Listener
 from tests import dicomgen, rawpdu
 from tests.conftest import free_port
@@ -146,8 +147,8 @@ class ForkedWorker:
 @contextmanager
 def forked_worker(out: Path) -> Iterator[ForkedWorker]:
     """Fork one worker on a listener of its own; killed at the end if still running."""
-    # The worker tells its parent, this process, that it stopped accepting.
-    previous = signal.signal(workers.STOPPED_ACCEPTING, lambda *_: None)
+    # The worker tells its parent, this process, when it starts and stops accepting.
+    previous = signal.signal(workers.ACCEPTING_CHANGED, lambda *_: None)
     port = free_port()
     text = f"[receiver]\nport = {port}\noutput-directory = {out}\n[logging]\ndestination = stderr\n"
     generation = workers.Generation(
@@ -165,7 +166,7 @@ def forked_worker(out: Path) -> Iterator[ForkedWorker]:
         if worker.pid:
             os.kill(worker.pid, signal.SIGKILL)
             os.waitpid(worker.pid, 0)
-        signal.signal(workers.STOPPED_ACCEPTING, previous)
+        signal.signal(workers.ACCEPTING_CHANGED, previous)
         generation.listeners["dicom"].close()
 
 
@@ -272,6 +273,48 @@ def test_a_stop_gives_its_grace_to_an_association_accepted_but_not_yet_marked_es
         for fd in (held_r, held_w, go_r, go_w):
             os.close(fd)
     assert final_files(out) == ["CT.1.2.3.6"]
+
+
+def test_a_reload_retires_the_old_workers_once_the_new_ones_accept(
+    out: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Retired at once, the old generation stopped accepting while the new one was still
+    starting: connections waited, unanswered, for as long as a worker takes to start
+    (longest under the load that reloads come with)."""
+    monkeypatch.delenv("NOTIFY_SOCKET", raising=False)
+    monkeypatch.setattr(logs, "set_level", lambda _settings: None)  # this process's loggers
+    port = free_port()
+    text = f"[receiver]\nport = {port}\noutput-directory = {out}\nworkers = 1\n"
+    loaded = config.parse(text, "stress.conf")
+    listeners = {"dicom": Listener.bind(LOCALHOST, port)}
+    service = Service(loaded, None, listeners, systemd.Notifier(None), None)
+    handled = (workers.ACCEPTING_CHANGED, signal.SIGCHLD)
+    previous = {signum: signal.signal(signum, service._on_signal) for signum in handled}
+    spawned: list[tuple[int, int]] = []
+    retired_while: list[list[bool]] = []  # whether each new worker accepted, at SIGUSR1
+    spawn, send = service._spawn, service._signal
+
+    def spawning() -> tuple[int, int]:
+        spawned.append(spawn())
+        return spawned[-1]
+
+    def sending(pids: Iterable[int], signum: int) -> None:
+        if signum == signal.SIGUSR1:
+            retired_while.append([service.board.accepting(slot) for _, slot in spawned[1:]])
+        send(pids, signum)
+
+    monkeypatch.setattr(service, "_spawn", spawning)
+    monkeypatch.setattr(service, "_signal", sending)
+    try:
+        pid, slot = service._spawn()
+        service.current[pid] = slot
+        wait_until(lambda: service.board.accepting(slot), STEP, "the first worker accepts")
+        service._switch(loaded, None)
+        assert retired_while == [[True]]
+    finally:
+        service.stop()
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 def _reaped(pid: int, statuses: list[int]) -> bool:
