@@ -4,14 +4,15 @@ The fast tests force, deterministically, the interleavings that lost a response 
 connection: a C-STORE served before the association thread marked the association
 established; a worker retiring with a connection not yet handed to its association;
 a worker retired before it had its signal handlers; a stop that took an accepted
-association for one not yet asked for; a user primitive in Sta13; more simultaneous
-connections than a backlog of 50. The slow ones run the real daemon:
+association for one not yet asked for; a reload that retired the old workers before
+the new ones accepted; a user primitive in Sta13; more simultaneous connections than
+a backlog of 50. The slow ones run the real daemon:
 raw-socket senders (one thread and one association each) time every instance from
 the end of its dataset to its response and fail on any response later than LIMIT
 and any association that does not open; storescu processes check exit codes and
 files; a SIGHUP storm must not queue reloads ahead of a stop.
 
-Bounded for CI: the whole file takes about 1 min 45 s on this 2-core machine. By
+Bounded for CI: the whole file takes about 2 minutes on this 2-core machine. By
 hand, the full-size run of issue #13 (300 CT of 0.5 MB, one storescu process per
 association, fsync on, log level warn), before -> after these fixes: 32 associations,
 7 of 15 runs with a stalled association -> 0 of 15 (and 0 of 10 at 16); SIGHUP every
