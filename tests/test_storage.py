@@ -355,7 +355,7 @@ def test_a_sweep_between_create_and_lock_does_not_take_the_temp_file(
     spool = tmp_path / "spool"
     spool.mkdir()
     real_flock = fcntl.flock
-    interleaved = []
+    interleaved: list[int] = []
 
     def flock_after_a_sweep(fd: int, operation: int) -> None:
         if interleaved:
@@ -373,7 +373,7 @@ def test_a_sweep_between_create_and_lock_does_not_take_the_temp_file(
         assert storage.sweep(spool) != []  # it removes the file nobody has locked yet
         real_flock(fd, operation)
 
-    monkeypatch.setattr(storage.fcntl, "flock", flock_after_a_sweep)
+    monkeypatch.setattr(fcntl, "flock", flock_after_a_sweep)
     temp = storage.TempFile(spool)
     temp.write(b"data")
     assert interleaved, "the sweep did not run between the open and the lock"
