@@ -13,11 +13,9 @@ follows: a difference on purpose (README, "Differences from DCMTK's dcmrecv").
 from __future__ import annotations
 
 import struct
-import subprocess
 import sys
 import zlib
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,9 +23,8 @@ import pytest
 from pydicom import dcmread
 
 from tests import rawpdu
-from tests.conftest import free_port
-from tests.peers import wait_listening
 from tests.streaming_peer import temp_files
+from tests.test_dcmrecv_network_interop import receiver
 
 pytestmark = [pytest.mark.interop, pytest.mark.slow]
 
@@ -187,21 +184,6 @@ WELL_FORMED = [
 ]
 
 
-@contextmanager
-def receiver(binary: str, args: list[str], log: list[str]) -> Iterator[int]:
-    port = free_port()
-    proc = subprocess.Popen(
-        [binary, *args, str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
-    )
-    try:
-        wait_listening(port, proc)
-        yield port
-    finally:
-        proc.terminate()
-        _, err = proc.communicate(timeout=30)
-        log.extend(err.decode(errors="replace").splitlines())
-
-
 def store(
     peer: rawpdu.Peer, context: int, instance: str, dataset: bytes
 ) -> tuple[int | None, bytes]:
@@ -253,21 +235,18 @@ def send_pair(binary: str, args: list[str], out: Path, case: Case, log: list[str
     return Outcome(status, comment, following, files)
 
 
-@pytest.fixture(scope="module")
-def cfg_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("malformed")
-    (root / "store.cfg").write_text(CFG)
-    return root
+@pytest.fixture
+def work(tmp_path: Path) -> Path:
+    """This test's folder, with the asconfig file both receivers read."""
+    (tmp_path / "store.cfg").write_text(CFG)
+    return tmp_path
 
 
 @pytest.mark.parametrize("args", [[], ["+B"]], ids=["normal", "bit-preserving"])
 @pytest.mark.parametrize("case", MALFORMED, ids=lambda c: c.name)
 def test_a_malformed_dataset_is_refused_and_the_association_goes_on(
-    dcmtk_dcmrecv: str, cfg_dir: Path, case: Case, args: list[str], request: pytest.FixtureRequest
+    dcmtk_dcmrecv: str, work: Path, case: Case, args: list[str]
 ) -> None:
-    work = cfg_dir / request.node.callspec.id
-    work.mkdir()
-    (work / "store.cfg").write_text(CFG)
     theirs = send_pair(DCMTK, args, work / "dcmtk", case, [])
     dcmtk_stores = bool(args) or case.dcmtk_stores
     assert theirs.malformed_status == (SUCCESS if dcmtk_stores else None)
@@ -287,11 +266,8 @@ def test_a_malformed_dataset_is_refused_and_the_association_goes_on(
 @pytest.mark.parametrize("args", [[], ["+B"]], ids=["normal", "bit-preserving"])
 @pytest.mark.parametrize("case", WELL_FORMED, ids=lambda c: c.name)
 def test_a_well_formed_dataset_is_stored_like_dcmrecv(
-    dcmtk_dcmrecv: str, cfg_dir: Path, case: Case, args: list[str], request: pytest.FixtureRequest
+    dcmtk_dcmrecv: str, work: Path, case: Case, args: list[str]
 ) -> None:
-    work = cfg_dir / request.node.callspec.id
-    work.mkdir()
-    (work / "store.cfg").write_text(CFG)
     theirs = send_pair(DCMTK, args, work / "dcmtk", case, [])
     ours = send_pair(OURS, args, work / "ours", case, [])
     assert theirs.malformed_status == ours.malformed_status == 0x0000
