@@ -216,7 +216,13 @@ def wait_active(box: Container) -> None:
         states = {box.show(u, "ActiveState") for u in ("dcmrecvd.socket", "dcmrecvd.service")}
         return True if states == {"active"} else None
 
-    wait_for("dcmrecvd.socket and dcmrecvd.service to be active", active, TIMEOUT)
+    try:
+        wait_for("dcmrecvd.socket and dcmrecvd.service to be active", active, TIMEOUT)
+    except AssertionError as exc:
+        # What systemd says of the units is what a failure here needs to be understood.
+        units = ("dcmrecvd.socket", "dcmrecvd.service")
+        status = box.run("systemctl", "status", "--no-pager", "-n", "30", *units, check=False)
+        raise AssertionError(f"{exc}\n{status.stdout}{status.stderr}") from None
 
 
 def passwd_entry(box: Container, user: str) -> list[str] | None:
