@@ -24,8 +24,9 @@ from pathlib import Path
 
 from ports import free_port
 
-from dcmrecvd import reactor, scp
-from dcmrecvd.server import Listener, Serving
+from dcmrecvd import scp
+from dcmrecvd.pnd import reactor
+from dcmrecvd.pnd.server import Listener, Serving
 from dcmrecvd.settings import Settings
 
 

@@ -33,29 +33,8 @@ from pynetdicom.pdu_primitives import (
 from pynetdicom.service_class import ServiceClass, StorageServiceClass
 from pynetdicom.sop_class import uid_to_service_class
 
-from dcmrecvd import (
-    access,
-    asconfig,
-    dispatch,
-    dumps,
-    fastpath,
-    filemeta,
-    header,
-    incoming,
-    logfields,
-    naming,
-    pdulimit,
-    placement,
-    quarantine,
-    quietlog,
-    reactor,
-    responses,
-    server,
-    storage,
-    streaming,
-    tls,
-)
-from dcmrecvd.freespace import Reserve
+from dcmrecvd import dumps, logfields
+from dcmrecvd.config import access, asconfig, tls
 from dcmrecvd.negotiation import (
     APPLICATION_CONTEXT,
     Outcome,
@@ -67,9 +46,21 @@ from dcmrecvd.negotiation import (
     pynetdicom_contexts,
     representable,
 )
+from dcmrecvd.pnd import (
+    dispatch,
+    fastpath,
+    pdulimit,
+    quietlog,
+    reactor,
+    responses,
+    server,
+    streaming,
+)
 from dcmrecvd.profiles import BUILTIN_VERIFICATION, Profile
 from dcmrecvd.settings import NamingScheme, Settings, StorageMode
 from dcmrecvd.stats import Stats
+from dcmrecvd.store import filemeta, header, incoming, naming, placement, quarantine, storage
+from dcmrecvd.store.freespace import Reserve
 
 LOG = logging.getLogger("dcmrecv")
 

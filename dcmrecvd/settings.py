@@ -10,8 +10,8 @@ import enum
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from dcmrecvd.access import AccessPolicy
-from dcmrecvd.tls import TlsSettings
+from dcmrecvd.config.access import AccessPolicy
+from dcmrecvd.config.tls import TlsSettings
 
 
 class SubdirMode(enum.Enum):

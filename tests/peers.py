@@ -17,9 +17,9 @@ from pynetdicom.pdu_primitives import (
     SOPClassExtendedNegotiation,
 )
 
+from dcmrecvd.pnd.server import Listener, Serving
 from dcmrecvd.profiles import Profile
 from dcmrecvd.scp import Receiver
-from dcmrecvd.server import Listener, Serving
 from dcmrecvd.settings import Settings
 
 LOCALHOST = "127.0.0.1"

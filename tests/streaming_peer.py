@@ -18,8 +18,8 @@ from pynetdicom import AE
 from pynetdicom.dimse_messages import C_STORE_RQ
 from pynetdicom.dimse_primitives import C_STORE
 
-from dcmrecvd import storage
 from dcmrecvd.settings import Settings
+from dcmrecvd.store import storage
 from tests import dicomgen
 
 

@@ -14,10 +14,10 @@ import pytest
 from pynetdicom import AE
 from pynetdicom.association import Association
 
-from dcmrecvd import config
-from dcmrecvd.access import AccessPolicy, Admission, PeerRule, Rejection, decide
+from dcmrecvd.config import inifile
+from dcmrecvd.config.access import AccessPolicy, Admission, PeerRule, Rejection, decide
+from dcmrecvd.pnd.server import Listener, Serving
 from dcmrecvd.scp import Receiver
-from dcmrecvd.server import Listener, Serving
 from tests.peers import LOCALHOST
 
 CT = "1.2.840.10008.5.1.4.1.1.2"
@@ -136,7 +136,7 @@ addresses = 127.0.0.0/8
 
 
 def test_peer_sections() -> None:
-    loaded = config.parse(INI, "test.conf")
+    loaded = inifile.parse(INI, "test.conf")
     policy = loaded.settings.access
     assert not policy.accept_unknown
     assert policy.rules == (
@@ -155,7 +155,7 @@ def test_peer_sections() -> None:
 
 
 def test_a_rule_may_name_the_embedded_default() -> None:
-    loaded = config.parse("[peer p]\nprofile = default\n", "t")
+    loaded = inifile.parse("[peer p]\nprofile = default\n", "t")
     assert len(loaded.peer_profiles["default"].contexts) == 171
 
 
@@ -173,8 +173,8 @@ def test_a_rule_may_name_the_embedded_default() -> None:
     ],
 )
 def test_peer_section_errors(text: str, line: int, reason: str) -> None:
-    with pytest.raises(config.ConfigError) as info:
-        config.parse(text, "test.conf")
+    with pytest.raises(inifile.ConfigError) as info:
+        inifile.parse(text, "test.conf")
     assert (info.value.line, reason in info.value.reason) == (line, True), info.value
 
 
@@ -183,7 +183,7 @@ def test_peer_section_errors(text: str, line: int, reason: str) -> None:
 
 @contextmanager
 def serving(text: str) -> Iterator[tuple[int, Receiver]]:
-    loaded = config.parse(text, "t")
+    loaded = inifile.parse(text, "t")
     receiver = Receiver(loaded.settings, loaded.profile, peer_profiles=loaded.peer_profiles)
     listener = Listener.bind(LOCALHOST, 0)
     serving = Serving(receiver, listener)

@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from dcmrecvd import asconfig
-from dcmrecvd.asconfig import AsConfig, AsConfigError, ContextEntry, ProfileRefs
+from dcmrecvd.config import asconfig
+from dcmrecvd.config.asconfig import AsConfig, AsConfigError, ContextEntry, ProfileRefs
+from dcmrecvd.config.uidnames import dcmtk_names
 from dcmrecvd.profiles import AcceptedContext, Profile, Role
-from dcmrecvd.uidnames import dcmtk_names
 
 DATA = Path(__file__).parent / "data" / "asconfig"
 STORESCP_CFG = Path("/etc/dcmtk/storescp.cfg")

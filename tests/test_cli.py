@@ -18,8 +18,9 @@ from typing import Any
 import pytest
 
 import dcmrecvd
-from dcmrecvd import cli
-from dcmrecvd.cli import Help, UsageError, Version, expand_command_files, parse
+from dcmrecvd.apps import dcmrecv as cli
+from dcmrecvd.apps.dcmrecv import Help, UsageError, Version, expand_command_files, parse
+from dcmrecvd.config.tls import CrlCheck, KeyFormat, PeerCertificate, TlsProfile, TlsSettings
 from dcmrecvd.settings import (
     DuplicatePolicy,
     LogLevel,
@@ -28,7 +29,6 @@ from dcmrecvd.settings import (
     StorageMode,
     SubdirMode,
 )
-from dcmrecvd.tls import CrlCheck, KeyFormat, PeerCertificate, TlsProfile, TlsSettings
 from tests.conftest import free_port
 
 TOUCHED = ("", "dcmrecv", "pynetdicom", "pydicom")

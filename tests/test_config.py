@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from dcmrecvd import config
+from dcmrecvd.config import inifile
 from dcmrecvd.profiles import VERIFICATION, Role, all_storage_sop_classes, all_transfer_syntaxes
 from dcmrecvd.settings import DuplicatePolicy, NamingScheme, StorageMode, SubdirMode
 
@@ -17,19 +17,19 @@ IMPLICIT = "1.2.840.10008.1.2"
 STORESCP_CFG = Path("/etc/dcmtk/storescp.cfg")
 
 
-def parse(text: str) -> config.Config:
-    return config.parse(text, "test.conf")
+def parse(text: str) -> inifile.Config:
+    return inifile.parse(text, "test.conf")
 
 
-def error_of(text: str) -> config.ConfigError:
-    with pytest.raises(config.ConfigError) as info:
+def error_of(text: str) -> inifile.ConfigError:
+    with pytest.raises(inifile.ConfigError) as info:
         parse(text)
     return info.value
 
 
 def test_empty_file_is_the_embedded_default() -> None:
     found = parse("")
-    assert found.settings == config.DAEMON_DEFAULTS
+    assert found.settings == inifile.DAEMON_DEFAULTS
     assert found.settings.port == 11112
     assert found.settings.output_dir == "incoming"
     uids = [c.abstract_syntax for c in found.profile.contexts]
@@ -42,7 +42,7 @@ def test_empty_file_is_the_embedded_default() -> None:
 def test_three_lines_are_the_common_case() -> None:
     found = parse("[receiver]\nport = 104\noutput-directory = /var/lib/dcmrecvd\n")
     assert (found.settings.port, found.settings.output_dir) == (104, "/var/lib/dcmrecvd")
-    assert found.profile.name == config.DEFAULT_PROFILE
+    assert found.profile.name == inifile.DEFAULT_PROFILE
 
 
 def test_every_receiver_key() -> None:
@@ -139,7 +139,7 @@ def test_asconfig_profile_loads_storescp_cfg_without_the_128_cap(tmp_path: Path)
     conf.write_text(
         "[receiver]\nprofile = p\n[profile p]\nasconfig = big.cfg\nasconfig-profile = P\n"
     )
-    assert len(config.load(conf).profile.contexts) == 200  # relative to the INI file
+    assert len(inifile.load(conf).profile.contexts) == 200  # relative to the INI file
 
 
 @pytest.mark.parametrize(
@@ -199,26 +199,26 @@ def test_asconfig_errors_point_into_the_asconfig_file(tmp_path: Path) -> None:
         "[[PresentationContexts]]\n[PC]\nPresentationContext1 = CTImageStorage\\TS\n"
         "[[Profiles]]\n[P]\nPresentationContexts = PC\n"
     )
-    with pytest.raises(config.ConfigError) as info:
+    with pytest.raises(inifile.ConfigError) as info:
         parse(f"[profile p]\nasconfig = {bad}\nasconfig-profile = P\n")
     assert (info.value.path, info.value.line) == (str(bad), 3)
     assert "not a valid transfer syntax UID: NoSuchSyntax" in info.value.reason
 
 
 def test_unreadable_file(tmp_path: Path) -> None:
-    with pytest.raises(config.ConfigError) as info:
-        config.load(tmp_path / "missing.conf")
+    with pytest.raises(inifile.ConfigError) as info:
+        inifile.load(tmp_path / "missing.conf")
     reason = "cannot read the configuration file: No such file or directory"
     assert str(info.value) == f"{tmp_path / 'missing.conf'}: {reason}"
 
 
 def test_resolve_uid() -> None:
-    assert config.resolve_uid("Verification") == VERIFICATION
-    assert config.resolve_uid("VerificationSOPClass") == VERIFICATION  # DCMTK's name
-    assert config.resolve_uid("JPEGBaseline8Bit") == "1.2.840.10008.1.2.4.50"
-    assert config.resolve_uid("1.2.3.4") == "1.2.3.4"
-    assert config.resolve_uid("uid_to_service_class") is None  # not a UID constant
-    assert config.resolve_uid("1.2..x") is None
+    assert inifile.resolve_uid("Verification") == VERIFICATION
+    assert inifile.resolve_uid("VerificationSOPClass") == VERIFICATION  # DCMTK's name
+    assert inifile.resolve_uid("JPEGBaseline8Bit") == "1.2.840.10008.1.2.4.50"
+    assert inifile.resolve_uid("1.2.3.4") == "1.2.3.4"
+    assert inifile.resolve_uid("uid_to_service_class") is None  # not a UID constant
+    assert inifile.resolve_uid("1.2..x") is None
 
 
 def test_storage_and_service_keys() -> None:
@@ -245,7 +245,7 @@ def test_storage_and_service_keys() -> None:
     ],
 )
 def test_free_space_reserve_values(text: str, expected: tuple[int, float]) -> None:
-    assert config.free_space_reserve(text) == expected
+    assert inifile.free_space_reserve(text) == expected
 
 
 @pytest.mark.parametrize(

@@ -23,7 +23,7 @@ from pydicom.dataset import Dataset
 from pynetdicom import AE
 from pynetdicom.association import Association
 
-from dcmrecvd import asconfig
+from dcmrecvd.config import asconfig
 from tests import dicomgen
 from tests.conftest import free_port
 from tests.journald import private_journald

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from dcmrecvd import directio, storage
+from dcmrecvd.store import directio, storage
 
 PIECE = 131060  # the dataset bytes of one full P-DATA-TF at max PDU 131072
 

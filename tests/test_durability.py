@@ -14,9 +14,9 @@ from pydicom import dcmread
 from pydicom.uid import ExplicitVRLittleEndian
 
 from dcmrecvd import scp
-from dcmrecvd.freespace import Reserve
 from dcmrecvd.profiles import Profile
 from dcmrecvd.settings import DuplicatePolicy, NamingScheme, Settings
+from dcmrecvd.store.freespace import Reserve
 from tests import dicomgen
 from tests.peers import Proposal, our_receiver, probe
 from tests.streaming_peer import (

@@ -19,7 +19,8 @@ from pynetdicom.dimse_messages import C_STORE_RQ
 from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.dsutils import encode
 
-from dcmrecvd import fastpath, scp
+from dcmrecvd import scp
+from dcmrecvd.pnd import fastpath
 from tests import rawpdu
 from tests.conftest import free_port
 from tests.peers import our_receiver

@@ -24,7 +24,7 @@ import os, resource, sys
 soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
 resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, 4096), hard))
 held = [os.open(os.devnull, os.O_RDONLY) for _ in range({HELD})]
-from dcmrecvd.cli import main
+from dcmrecvd.apps.dcmrecv import main
 sys.exit(main(sys.argv[1:]))
 """
 

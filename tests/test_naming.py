@@ -11,7 +11,8 @@ from datetime import UTC, date, datetime, timedelta, timezone
 import pytest
 from pydicom.uid import UID
 
-from dcmrecvd.naming import (
+from dcmrecvd.settings import NamingScheme, SubdirMode
+from dcmrecvd.store.naming import (
     COULD_NOT_GENERATE_DIRECTORY_NAME,
     COULD_NOT_GENERATE_FILENAME,
     INVALID_SOP_CLASS_UID,
@@ -22,7 +23,6 @@ from dcmrecvd.naming import (
     modality_prefix,
     subdirectory,
 )
-from dcmrecvd.settings import NamingScheme, SubdirMode
 
 CT = "1.2.840.10008.5.1.4.1.1.2"
 MR = "1.2.840.10008.5.1.4.1.1.4"

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from dcmrecvd import asconfig
+from dcmrecvd.config import asconfig
 from dcmrecvd.profiles import BUILTIN_VERIFICATION, Profile
 from tests.conftest import free_port
 from tests.peers import Observed, Proposal, ac_dump, dcmtk_receiver, our_receiver, probe

@@ -24,9 +24,9 @@ import pytest
 from pydicom import dcmread
 from pydicom.dataset import Dataset
 
-from dcmrecvd import storage
 from dcmrecvd.profiles import Profile
 from dcmrecvd.settings import NamingScheme, StorageMode, SubdirMode
+from dcmrecvd.store import storage
 from tests import dicomgen
 from tests.conftest import free_port
 from tests.forgetfs import Model

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from dcmrecvd import quarantine, storage
+from dcmrecvd.store import quarantine, storage
 
 SHM = Path("/dev/shm")
 

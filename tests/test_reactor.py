@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 from pynetdicom.association import Association
 
-from dcmrecvd import reactor, scp
+from dcmrecvd import scp
+from dcmrecvd.pnd import reactor
 from dcmrecvd.profiles import Profile
 from tests.peers import our_receiver
 from tests.streaming_peer import association, dataset, final_files, settings, wait_until

@@ -17,8 +17,9 @@ from pathlib import Path
 import pytest
 from pynetdicom.dimse_primitives import C_FIND, N_SET
 
-from dcmrecvd import dispatch, logs, scp, streaming
+from dcmrecvd import logs, scp
 from dcmrecvd.logfields import AssociationFields
+from dcmrecvd.pnd import dispatch, streaming
 from dcmrecvd.profiles import Profile
 from dcmrecvd.settings import StorageMode
 from tests import rawpdu

@@ -11,7 +11,8 @@ from pynetdicom.dimse_messages import C_STORE_RSP
 from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.dsutils import encode
 
-from dcmrecvd import responses, scp
+from dcmrecvd import scp
+from dcmrecvd.pnd import responses
 from dcmrecvd.settings import Settings
 from tests.peers import our_receiver
 from tests.streaming_peer import STORE_CFG, association, dataset, final_files

@@ -7,9 +7,9 @@ import socket
 
 from pynetdicom import AE
 
-from dcmrecvd import config
+from dcmrecvd.config import inifile
+from dcmrecvd.pnd.server import Listener, Serving
 from dcmrecvd.scp import Receiver
-from dcmrecvd.server import Listener, Serving
 from tests.peers import LOCALHOST
 
 VERIFICATION = "1.2.840.10008.1.1"
@@ -27,7 +27,7 @@ def echo(port: int) -> int:
 
 
 def receiver() -> Receiver:
-    loaded = config.parse("[receiver]\noutput-directory = .\n", "test")
+    loaded = inifile.parse("[receiver]\noutput-directory = .\n", "test")
     return Receiver(loaded.settings, loaded.profile)
 
 

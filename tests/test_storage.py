@@ -19,7 +19,7 @@ from pydicom.uid import (
     ImplicitVRLittleEndian,
 )
 
-from dcmrecvd import filemeta, header, storage
+from dcmrecvd.store import filemeta, header, storage
 from tests import dicomgen
 
 

@@ -11,10 +11,12 @@ from pathlib import Path
 import pytest
 from pydicom import dcmread
 
-from dcmrecvd import incoming, pdulimit, scp, storage, streaming
-from dcmrecvd.freespace import Reserve
+from dcmrecvd import scp
+from dcmrecvd.pnd import pdulimit, streaming
 from dcmrecvd.profiles import Profile
 from dcmrecvd.settings import StorageMode, SubdirMode
+from dcmrecvd.store import incoming, storage
+from dcmrecvd.store.freespace import Reserve
 from tests import dicomgen
 from tests.peers import our_receiver
 from tests.streaming_peer import (

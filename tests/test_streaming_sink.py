@@ -7,8 +7,9 @@ from pathlib import Path
 import pytest
 from pydicom.uid import ExplicitVRLittleEndian
 
-from dcmrecvd import filemeta, header, incoming, storage, streaming
-from dcmrecvd.freespace import Reserve
+from dcmrecvd.pnd import streaming
+from dcmrecvd.store import filemeta, header, incoming, storage
+from dcmrecvd.store.freespace import Reserve
 from tests import dicomgen
 from tests.streaming_peer import dataset, encoded
 

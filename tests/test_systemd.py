@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 from systemd import journal
 
-from dcmrecvd.systemd import (
+from dcmrecvd.service.systemd import (
     Notifier,
     SystemdError,
     inherited_sockets,
@@ -157,7 +157,7 @@ def socket_activate(
 
 REPORT_CHILD = r"""
 import json, os, socket
-from dcmrecvd.systemd import inherited_sockets
+from dcmrecvd.service.systemd import inherited_sockets
 names = ("LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES")
 before = {name: os.environ.get(name) for name in names}
 sockets = inherited_sockets()
@@ -222,7 +222,7 @@ def test_socket_activated_child_gets_its_listening_socket(
 
 ERROR_CHILD = r"""
 import json, os
-from dcmrecvd.systemd import SystemdError, inherited_sockets
+from dcmrecvd.service.systemd import SystemdError, inherited_sockets
 try:
     inherited_sockets()
 except SystemdError as e:
@@ -250,7 +250,7 @@ def test_socket_activated_datagram_socket_is_refused(
 # service manager would, then reports what inherited_sockets made of them.
 ARRANGE_CHILD = r"""
 import fcntl, json, os, socket, sys, tempfile
-from dcmrecvd.systemd import SystemdError, inherited_sockets
+from dcmrecvd.service.systemd import SystemdError, inherited_sockets
 
 def listener():
     s = socket.socket()
@@ -650,7 +650,7 @@ def test_identifier_is_configurable(
 
 LOGGING_CHILD = r"""
 import json, logging, sys
-from dcmrecvd.systemd import journal_handler
+from dcmrecvd.service.systemd import journal_handler
 log = logging.getLogger("dcmrecvd.scp")
 log.propagate = False
 log.setLevel(logging.INFO)

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from dcmrecvd import tls
-from dcmrecvd.tls import CrlCheck, PeerCertificate, TlsProfile, TlsSettings
+from dcmrecvd.config import tls
+from dcmrecvd.config.tls import CrlCheck, PeerCertificate, TlsProfile, TlsSettings
 from tests import dicomgen
 from tests.conftest import free_port
 from tests.peers import LOCALHOST, wait_listening

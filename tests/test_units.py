@@ -17,7 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from dcmrecvd import config, daemon
+from dcmrecvd.apps import dcmrecvd as daemon
+from dcmrecvd.config import inifile
 
 UNITS = Path(__file__).parents[1] / "systemd"
 SERVICE = UNITS / "dcmrecvd.service"
@@ -128,7 +129,7 @@ def test_service_runs_the_daemon_as_systemd_expects() -> None:
     keys = _keys(SERVICE)
     assert keys["Service.Type"] == ["notify"]
     assert keys["Service.NotifyAccess"] == ["main"]
-    assert keys["Service.ExecStart"] == [f"/usr/bin/dcmrecvd --config {config.DEFAULT_PATH}"]
+    assert keys["Service.ExecStart"] == [f"/usr/bin/dcmrecvd --config {inifile.DEFAULT_PATH}"]
     assert keys["Service.ExecReload"] == ["/bin/kill -HUP $MAINPID"]
     assert keys["Service.RestartPreventExitStatus"] == [str(daemon.EXIT_CONFIG)]
     assert keys["Service.User"] == keys["Service.StateDirectory"] == ["dcmrecvd"]
@@ -137,7 +138,7 @@ def test_service_runs_the_daemon_as_systemd_expects() -> None:
 
 def test_stop_timeout_outlasts_the_shipped_stop_grace() -> None:
     shipped = Path(__file__).parents[1] / "etc/dcmrecvd/dcmrecvd.conf"
-    grace = config.load(shipped).settings.stop_grace
+    grace = inifile.load(shipped).settings.stop_grace
     # dcmrecvd waits stop-grace seconds, then up to 5 more for the associations it aborts.
     assert int(_keys(SERVICE)["Service.TimeoutStopSec"][0]) > grace + 5
 

@@ -32,7 +32,7 @@ from pydicom.uid import (
     JPEGBaseline8Bit,
 )
 
-from dcmrecvd.validation import _INFLATE_CHUNK, MAX_DEPTH, StreamValidator, ValidationError
+from dcmrecvd.store.validation import _INFLATE_CHUNK, MAX_DEPTH, StreamValidator, ValidationError
 from tests import dicomgen
 
 NATIVE = (ImplicitVRLittleEndian, ExplicitVRLittleEndian, ExplicitVRBigEndian)

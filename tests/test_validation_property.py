@@ -28,7 +28,7 @@ from pydicom.uid import (
     JPEGBaseline8Bit,
 )
 
-from dcmrecvd.validation import StreamValidator
+from dcmrecvd.store.validation import StreamValidator
 from tests import dicomgen
 from tests.test_validation import deflate, encode, part10
 

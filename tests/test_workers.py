@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from dcmrecvd import workers
+from dcmrecvd.service import workers
 from dcmrecvd.stats import Totals
 from tests import dicomgen
 from tests.conftest import free_port

@@ -34,10 +34,12 @@ from pynetdicom.pdu_primitives import P_DATA
 from pynetdicom.service_class import StorageServiceClass
 from pynetdicom.sop_class import uid_to_service_class
 
-from dcmrecvd import logfields, responses
-from dcmrecvd.streaming import COMMAND, LAST, Sink, StoreCommand
+from dcmrecvd import logfields
+from dcmrecvd.pnd import responses
+from dcmrecvd.pnd.streaming import COMMAND, LAST, Sink, StoreCommand
 
-LOG = logging.getLogger(__name__)
+# The name from before the move to packages: -lc files may name it.
+LOG = logging.getLogger("dcmrecvd.fastpath")
 # Where pynetdicom logs an exception in an EVT_C_STORE handler.
 _SERVICE_LOG = logging.getLogger("pynetdicom.service_class")
 _PYNETDICOM = logging.getLogger("pynetdicom")

@@ -24,7 +24,7 @@ from contextlib import suppress
 from datetime import UTC, datetime
 from pathlib import Path
 
-from dcmrecvd import storage
+from dcmrecvd.store import storage
 
 LOG = logging.getLogger("dcmrecv")
 

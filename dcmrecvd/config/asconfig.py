@@ -14,9 +14,9 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import TypeVar
 
+from dcmrecvd.config.uidnames import dcmtk_name_of, is_uid, resolve_dcmtk
 from dcmrecvd.profiles import AcceptedContext, Profile, Role
 from dcmrecvd.settings import DCMTK_CONTEXT_LIST_LIMIT
-from dcmrecvd.uidnames import dcmtk_name_of, is_uid, resolve_dcmtk
 
 _FATAL = "cannot load association configuration: "
 _INVALID_PROFILE = "Invalid or non-existing SCP Association Profile"

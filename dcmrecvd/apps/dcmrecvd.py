@@ -25,10 +25,13 @@ from contextlib import suppress
 from pathlib import Path
 from types import FrameType
 
-from dcmrecvd import __version__, asconfig, config, logs, storage, systemd, tls, workers
+from dcmrecvd import __version__, logs
+from dcmrecvd.config import asconfig, inifile, tls
+from dcmrecvd.pnd.server import Listener
 from dcmrecvd.scp import Receiver, check_output_directory
-from dcmrecvd.server import Listener
+from dcmrecvd.service import systemd, workers
 from dcmrecvd.settings import DCMTK_CONTEXT_LIST_LIMIT, Settings
+from dcmrecvd.store import storage
 
 PROGRAM = "dcmrecvd"
 LOG = logging.getLogger("dcmrecv.daemon")
@@ -63,9 +66,9 @@ def _arguments(argv: Sequence[str] | None) -> argparse.Namespace:
     source.add_argument(
         "--config",
         type=Path,
-        default=config.DEFAULT_PATH,
+        default=inifile.DEFAULT_PATH,
         metavar="FILE",
-        help=f"INI configuration file (default: {config.DEFAULT_PATH})",
+        help=f"INI configuration file (default: {inifile.DEFAULT_PATH})",
     )
     source.add_argument(
         "--no-config",
@@ -104,7 +107,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _arguments(argv)
     try:
         loaded = _read(EMBEDDED if args.no_config else str(args.config))
-    except config.ConfigError as exc:
+    except inifile.ConfigError as exc:
         sys.stderr.write(f"{PROGRAM}: {exc}\n")
         return EXIT_CONFIG
     if args.check_config:
@@ -125,11 +128,11 @@ def _size(count: int) -> str:
     return f"{value:.1f} TB"
 
 
-def _read(path: str) -> config.Config:
-    return config.parse("", EMBEDDED) if path == EMBEDDED else config.load(path)
+def _read(path: str) -> inifile.Config:
+    return inifile.parse("", EMBEDDED) if path == EMBEDDED else inifile.load(path)
 
 
-def _check(loaded: config.Config) -> int:
+def _check(loaded: inifile.Config) -> int:
     try:
         _tls_context(loaded.settings)
     except tls.TlsError as exc:
@@ -149,7 +152,7 @@ def _check(loaded: config.Config) -> int:
     return EXIT_OK
 
 
-def _print_asconfig(loaded: config.Config) -> int:
+def _print_asconfig(loaded: inifile.Config) -> int:
     # The file's profiles, and the one in force when it is the embedded default.
     profiles = list(loaded.profiles.values())
     if loaded.profile.name not in loaded.profiles:
@@ -224,7 +227,7 @@ def _tls_context(settings: Settings) -> ssl.SSLContext | None:
     return None if settings.tls is None else tls.server_context(settings.tls)
 
 
-def _foreground(loaded: config.Config, *, detached: bool = False) -> int:
+def _foreground(loaded: inifile.Config, *, detached: bool = False) -> int:
     logs.use_handler(_log_handler(loaded.settings, detached), loaded.settings)
     reason = check_output_directory(loaded.settings.output_dir)
     if reason is not None:
@@ -249,7 +252,7 @@ def _foreground(loaded: config.Config, *, detached: bool = False) -> int:
     return Service(loaded, context, listeners, notifier, watchdog).run()
 
 
-def _detached(loaded: config.Config, pidfile: Path) -> int:
+def _detached(loaded: inifile.Config, pidfile: Path) -> int:
     if systemd.under_systemd() or "INVOCATION_ID" in os.environ or "NOTIFY_SOCKET" in os.environ:
         sys.stderr.write(
             f"{PROGRAM}: --daemon is for hosts without systemd; under systemd run in the"
@@ -286,7 +289,7 @@ class Service:
 
     def __init__(
         self,
-        loaded: config.Config,
+        loaded: inifile.Config,
         context: ssl.SSLContext | None,
         listeners: dict[str, Listener],
         notifier: systemd.Notifier,
@@ -436,23 +439,23 @@ class Service:
             loaded = _read(self.loaded.path)
             reason = check_output_directory(loaded.settings.output_dir)
             if reason is not None:
-                raise config.ConfigError(
+                raise inifile.ConfigError(
                     loaded.path, None, f"output-directory {loaded.settings.output_dir}: {reason}"
                 )
             if (loaded.settings.tls is None) != (TLS_SOCKET_NAME not in self.listeners):
-                raise config.ConfigError(
+                raise inifile.ConfigError(
                     loaded.path, None, "adding or removing [tls] takes a restart"
                 )
             # Certificates and keys are read again here, so a renewed one takes effect.
             context = _tls_context(loaded.settings)
-        except (config.ConfigError, tls.TlsError) as exc:
+        except (inifile.ConfigError, tls.TlsError) as exc:
             LOG.error("reload refused, the running configuration stays in force: %s", exc)
         else:
             self._warn_unreloadable(loaded.settings)
             self._switch(loaded, context)
         self.notifier.ready()
 
-    def _switch(self, loaded: config.Config, context: ssl.SSLContext | None) -> None:
+    def _switch(self, loaded: inifile.Config, context: ssl.SSLContext | None) -> None:
         """Fork a generation for `loaded`, then retire the old one (it finishes its work)."""
         old = self.loaded, self.context
         self.loaded, self.context = loaded, context

@@ -41,7 +41,7 @@ from pynetdicom.fsm import TRANSITION_TABLE
 from pynetdicom.pdu import A_ABORT_RQ
 from pynetdicom.pdu_primitives import P_DATA
 
-from dcmrecvd.streaming import COMMAND
+from dcmrecvd.pnd.streaming import COMMAND
 
 # pynetdicom's own loggers, so these lines read as they did under its reactors.
 _ASSOCIATION_LOG = logging.getLogger("pynetdicom.association")

@@ -38,16 +38,16 @@ from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from types import FrameType
 
-from dcmrecvd import access, config
+from dcmrecvd.config import access, inifile
+from dcmrecvd.pnd.server import Listener, Serving
 from dcmrecvd.scp import Receiver
-from dcmrecvd.server import Listener, Serving
 from dcmrecvd.stats import Stats, Totals
 
 LOG = logging.getLogger("dcmrecv.daemon")
 
 # Processes that may hold a slot at once: the workers of the current generation (at
-# most config.MAX_WORKERS), and retired ones still finishing their associations.
-MAX_SLOTS = 4 * config.MAX_WORKERS
+# most inifile.MAX_WORKERS), and retired ones still finishing their associations.
+MAX_SLOTS = 4 * inifile.MAX_WORKERS
 # Access rules with associations running in one worker at once.
 _MAX_RULES = 32
 _DIGEST = 16
@@ -300,7 +300,7 @@ def count(requested: int | None) -> int:
 class Generation:
     """What a worker serves: a configuration, its TLS context, the listening sockets."""
 
-    loaded: config.Config
+    loaded: inifile.Config
     context: ssl.SSLContext | None
     listeners: Mapping[str, Listener]
     # The names of the plain and the TLS listener in `listeners`.

@@ -44,7 +44,8 @@ __all__ = [
     "watchdog_interval",
 ]
 
-log = logging.getLogger(__name__)
+# The name from before the move to packages: -lc files and journal filters may name it.
+log = logging.getLogger("dcmrecvd.systemd")
 
 _LISTEN_FDS_START = 3
 _DECIMAL = re.compile(r"[0-9]+")

@@ -20,7 +20,7 @@ from typing import cast
 from pynetdicom.dimse_primitives import C_STORE, DimsePrimitiveType
 from pynetdicom.pdu_primitives import P_DATA
 
-from dcmrecvd.dispatch import StorageOnlyDIMSE
+from dcmrecvd.pnd.dispatch import StorageOnlyDIMSE
 
 _PYNETDICOM = logging.getLogger("pynetdicom")
 

@@ -36,7 +36,8 @@ from pynetdicom.pdu_primitives import P_DATA
 
 from dcmrecvd import logfields
 
-LOG = logging.getLogger(__name__)
+# The name from before the move to packages: -lc files may name it.
+LOG = logging.getLogger("dcmrecvd.streaming")
 
 # PS3.8 E.2 message control header bits (fastpath.py and reactor.py read them too).
 COMMAND = 0x01

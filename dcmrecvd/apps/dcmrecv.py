@@ -31,6 +31,14 @@ import pydicom
 import pynetdicom
 
 from dcmrecvd import __version__, logs
+from dcmrecvd.config.tls import (
+    CrlCheck,
+    KeyFormat,
+    PeerCertificate,
+    TlsProfile,
+    TlsSettings,
+    cipher_list,
+)
 from dcmrecvd.settings import (
     DuplicatePolicy,
     LogLevel,
@@ -38,14 +46,6 @@ from dcmrecvd.settings import (
     Settings,
     StorageMode,
     SubdirMode,
-)
-from dcmrecvd.tls import (
-    CrlCheck,
-    KeyFormat,
-    PeerCertificate,
-    TlsProfile,
-    TlsSettings,
-    cipher_list,
 )
 
 PROGRAM = "dcmrecv"

@@ -26,8 +26,10 @@ from typing import Any, TypeVar
 import pydicom.uid
 import pynetdicom.sop_class
 
-from dcmrecvd import asconfig
-from dcmrecvd.access import AccessPolicy, Network, PeerRule
+from dcmrecvd.config import asconfig
+from dcmrecvd.config.access import AccessPolicy, Network, PeerRule
+from dcmrecvd.config.tls import CrlCheck, PeerCertificate, TlsProfile, TlsSettings
+from dcmrecvd.config.uidnames import is_uid, resolve_dcmtk
 from dcmrecvd.profiles import (
     AcceptedContext,
     Profile,
@@ -44,8 +46,6 @@ from dcmrecvd.settings import (
     StorageMode,
     SubdirMode,
 )
-from dcmrecvd.tls import CrlCheck, PeerCertificate, TlsProfile, TlsSettings
-from dcmrecvd.uidnames import is_uid, resolve_dcmtk
 
 DEFAULT_PATH = Path("/etc/dcmrecvd/dcmrecvd.conf")
 DEFAULT_PROFILE = "default"

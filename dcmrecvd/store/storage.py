@@ -21,7 +21,7 @@ from contextlib import suppress
 from pathlib import Path
 from stat import S_ISDIR
 
-from dcmrecvd.directio import DirectWriter
+from dcmrecvd.store.directio import DirectWriter
 
 SPOOL_DIRECTORY = ".dcmrecvd-spool"
 TEMP_PREFIX = ".dcmrecvd-"

@@ -25,9 +25,9 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-from dcmrecvd import filemeta, header, storage, validation
-from dcmrecvd.freespace import Reserve
-from dcmrecvd.streaming import StoreCommand
+from dcmrecvd.pnd.streaming import StoreCommand
+from dcmrecvd.store import filemeta, header, storage, validation
+from dcmrecvd.store.freespace import Reserve
 
 LOG = logging.getLogger("dcmrecv")
 

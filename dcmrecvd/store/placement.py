@@ -13,8 +13,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from dcmrecvd import naming, storage
 from dcmrecvd.settings import DuplicatePolicy
+from dcmrecvd.store import naming, storage
 
 # keep-both: "<name>_<n><extension>"; "_" never occurs in a UID, so the variant cannot
 # be another instance's default name.

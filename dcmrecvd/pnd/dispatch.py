@@ -41,8 +41,8 @@ from pynetdicom.dimse_primitives import (
 from pynetdicom.presentation import PresentationContext
 from pynetdicom.service_class import StorageServiceClass, VerificationServiceClass
 
-from dcmrecvd.incoming import IncomingObject
-from dcmrecvd.streaming import StreamedDataSet, StreamingDIMSE
+from dcmrecvd.pnd.streaming import StreamedDataSet, StreamingDIMSE
+from dcmrecvd.store.incoming import IncomingObject
 
 LOG = logging.getLogger("dcmrecv")
 
