@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from dcmrecvd import scp
+from dcmrecvd.apps.dcmrecv_life import load_profile
 from dcmrecvd.profiles import Profile
 from dcmrecvd.settings import Settings
 from tests.streaming_peer import STORE_CFG
@@ -50,4 +50,4 @@ def profile(tmp_path: Path) -> Profile:
     """The profile Store of STORE_CFG (CT in Explicit VR Little Endian), loaded as -xf."""
     cfg = tmp_path / "store.cfg"
     cfg.write_text(STORE_CFG)
-    return scp.load_profile(Settings(config_file=cfg, profile_name="Store"))
+    return load_profile(Settings(config_file=cfg, profile_name="Store"))

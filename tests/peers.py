@@ -19,7 +19,7 @@ from pynetdicom.pdu_primitives import (
 
 from dcmrecvd.pnd.server import Listener, Serving
 from dcmrecvd.profiles import Profile
-from dcmrecvd.scp import Receiver
+from dcmrecvd.receiver import Receiver
 from dcmrecvd.settings import Settings
 
 LOCALHOST = "127.0.0.1"

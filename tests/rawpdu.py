@@ -14,7 +14,7 @@ from pathlib import Path
 
 from pynetdicom import AE
 
-from dcmrecvd import scp
+from dcmrecvd.apps.dcmrecv_life import load_profile
 from dcmrecvd.profiles import Profile
 from dcmrecvd.settings import Settings
 from tests import dicomgen
@@ -67,7 +67,7 @@ PresentationContexts = Store
 def profile(directory: Path) -> Profile:
     cfg = directory / "store.cfg"
     cfg.write_text(PROFILE_CFG)
-    return scp.load_profile(Settings(config_file=cfg, profile_name="Store"))
+    return load_profile(Settings(config_file=cfg, profile_name="Store"))
 
 
 def good_peer(port: int, sop_instance: str) -> tuple[int, int]:

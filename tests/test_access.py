@@ -17,7 +17,7 @@ from pynetdicom.association import Association
 from dcmrecvd.config import inifile
 from dcmrecvd.config.access import AccessPolicy, Admission, PeerRule, Rejection, decide
 from dcmrecvd.pnd.server import Listener, Serving
-from dcmrecvd.scp import Receiver
+from dcmrecvd.receiver import Receiver
 from tests.peers import LOCALHOST
 
 CT = "1.2.840.10008.5.1.4.1.1.2"

@@ -541,17 +541,17 @@ def test_version_names_us_and_our_libraries() -> None:
 
 @pytest.fixture
 def receiver(monkeypatch: pytest.MonkeyPatch) -> list[Settings]:
-    """Stand in for dcmrecvd.scp: records the settings it is run with, returns 45."""
+    """Stand in for dcmrecvd.apps.dcmrecv_life: records the settings it is run with, returns 45."""
     runs: list[Settings] = []
 
     def run(settings: Settings) -> int:
         runs.append(settings)
         return 45
 
-    fake = types.ModuleType("dcmrecvd.scp")
+    fake = types.ModuleType("dcmrecvd.apps.dcmrecv_life")
     fake.run = run  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "dcmrecvd.scp", fake)
-    monkeypatch.setattr(dcmrecvd, "scp", fake, raising=False)
+    monkeypatch.setitem(sys.modules, "dcmrecvd.apps.dcmrecv_life", fake)
+    monkeypatch.setattr(dcmrecvd.apps, "dcmrecv_life", fake, raising=False)
     return runs
 
 

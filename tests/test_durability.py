@@ -13,9 +13,9 @@ import pytest
 from pydicom import dcmread
 from pydicom.uid import ExplicitVRLittleEndian
 
-from dcmrecvd import scp
 from dcmrecvd.profiles import Profile
 from dcmrecvd.settings import DuplicatePolicy, NamingScheme, Settings
+from dcmrecvd.store import objectstore
 from dcmrecvd.store.freespace import Reserve
 from tests import dicomgen
 from tests.peers import Proposal, our_receiver, probe
@@ -89,7 +89,7 @@ def test_reject_answers_a_failure_and_keeps_the_stored_file(
 ) -> None:
     policy = settings(port, out, duplicates=DuplicatePolicy.REJECT)
     statuses, comments = store_twice(profile, port, policy)
-    assert statuses == [0x0000, scp.DUPLICATE_SOP_INSTANCE]
+    assert statuses == [0x0000, objectstore.DUPLICATE_SOP_INSTANCE]
     assert comments[1] == "duplicate SOP instance"
     assert patient_of(out / NAME) == "First^Version"
     assert temp_files(out) == []
@@ -151,7 +151,7 @@ def test_reserve_refuses_associations_and_stores_and_recovers(
 ) -> None:
     disk = FakeDisk(free=900_000)
     with our_receiver(profile, port, settings(port, out)) as receiver:
-        receiver.reserve = Reserve(bytes=500_000, statvfs=disk.statvfs)
+        receiver.store.reserve = Reserve(bytes=500_000, statvfs=disk.statvfs)
         with association(port) as a:
             assert a.send_c_store(dataset("1.2.3.4.1")).Status == 0x0000
             disk.free = 100_000

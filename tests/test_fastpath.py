@@ -19,8 +19,9 @@ from pynetdicom.dimse_messages import C_STORE_RQ
 from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.dsutils import encode
 
-from dcmrecvd import scp
 from dcmrecvd.pnd import fastpath
+from dcmrecvd.receiver import Receiver
+from dcmrecvd.store import objectstore
 from tests import rawpdu
 from tests.conftest import free_port
 from tests.peers import our_receiver
@@ -129,10 +130,10 @@ def test_a_plain_store_takes_the_fast_path_and_an_unusual_one_does_not(
     port = int(served.pop(0))
     peer = rawpdu.Peer(port)
     assert peer.associate()
-    assert peer.store(1, "1.2.3.4", rawpdu.explicit_dataset("1.2.3.4")) == scp.SUCCESS
+    assert peer.store(1, "1.2.3.4", rawpdu.explicit_dataset("1.2.3.4")) == objectstore.SUCCESS
     assert served == ["1.2.3.4"]
     # A blank-padded UID goes pynetdicom's way, and is stored all the same.
-    assert peer.store(1, b"1.2.3.5 ", rawpdu.explicit_dataset("1.2.3.5")) == scp.SUCCESS
+    assert peer.store(1, b"1.2.3.5 ", rawpdu.explicit_dataset("1.2.3.5")) == objectstore.SUCCESS
     assert served == ["1.2.3.4"]
     assert sorted(final_files(out)) == ["CT.1.2.3.4", "CT.1.2.3.5"]
     peer.send(rawpdu.release_rq())
@@ -168,10 +169,10 @@ def test_an_interrupted_dataset_aborts_and_leaves_nothing(
 def test_a_failing_store_answers_a_processing_failure_and_leaves_nothing(
     tmp_path: Path, out: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    def failing(self: scp.Receiver, request: object, sink: object) -> int:
+    def failing(self: Receiver, request: object, sink: object) -> int:
         raise RuntimeError("the handler fails")
 
-    monkeypatch.setattr(scp.Receiver, "_serve_store", failing)
+    monkeypatch.setattr(Receiver, "_serve_store", failing)
     port = free_port()
     with our_receiver(rawpdu.profile(tmp_path), port, settings(port, out)):
         peer = rawpdu.Peer(port)

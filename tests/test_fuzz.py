@@ -31,7 +31,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydicom import dcmread
 
-from dcmrecvd.scp import Receiver
+from dcmrecvd.receiver import Receiver
 from dcmrecvd.settings import Settings
 from tests import rawpdu
 from tests.conftest import free_port

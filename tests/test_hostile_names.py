@@ -22,7 +22,7 @@ import pytest
 from pydicom import dcmread
 from pynetdicom import AE
 
-from dcmrecvd.scp import Receiver
+from dcmrecvd.receiver import Receiver
 from dcmrecvd.settings import NamingScheme, Settings, StorageMode, SubdirMode
 from tests import dicomgen, rawpdu
 from tests.conftest import free_port

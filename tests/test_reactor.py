@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 from pynetdicom.association import Association
 
-from dcmrecvd import scp
 from dcmrecvd.pnd import reactor
 from dcmrecvd.profiles import Profile
+from dcmrecvd.receiver import Receiver
 from tests.peers import our_receiver
 from tests.streaming_peer import association, dataset, final_files, settings, wait_until
 
@@ -21,7 +21,7 @@ IDLE_WINDOW = 0.5
 IDLE_WAKEUPS = 10
 
 
-def served(receiver: scp.Receiver) -> Association:
+def served(receiver: Receiver) -> Association:
     wait_until(lambda: len(receiver.ae.active_associations) == 1, what="association accepted")
     found: Association = receiver.ae.active_associations[0]
     return found

@@ -17,11 +17,13 @@ from pathlib import Path
 import pytest
 from pynetdicom.dimse_primitives import C_FIND, N_SET
 
-from dcmrecvd import logs, scp
+from dcmrecvd import logs
 from dcmrecvd.logfields import AssociationFields
 from dcmrecvd.pnd import dispatch, streaming
 from dcmrecvd.profiles import Profile
+from dcmrecvd.receiver import DIMSE_TIMEOUT, PEER_ABORTED, max_send_pdv
 from dcmrecvd.settings import StorageMode
+from dcmrecvd.store import objectstore
 from tests import rawpdu
 from tests.peers import our_receiver
 from tests.streaming_peer import body, final_files, settings, temp_files, wait_until
@@ -228,7 +230,7 @@ def test_without_any_instance_uid_bit_preserving_answers_c000_and_goes_on(
         session = Session(peer, out)
         session.store("1.2.3.4.17", store_command("1.2.3.4.17", e1000=None))
         answer = elements_of(peer.read_pdu(timeout=10.0))
-        assert number(answer[0x0900]) == scp.CANNOT_UNDERSTAND
+        assert number(answer[0x0900]) == objectstore.CANNOT_UNDERSTAND
         session.next_store_is_served()
         peer.close()
     assert final_files(out) == ["CT.1.2.3.4.99"]
@@ -241,7 +243,7 @@ def test_a_c_store_without_dataset_is_answered_and_the_association_goes_on(
     no_dataset = store_command("1.2.3.4.18", e0800=us(rawpdu.NO_DATASET))
     answer = elements_of(session.send(rawpdu.p_data(rawpdu.pdv(CT_CX, COMMAND_LAST, no_dataset))))
     assert number(answer[0x0100]) == 0x8001
-    assert number(answer[0x0900]) == scp.CANNOT_UNDERSTAND
+    assert number(answer[0x0900]) == objectstore.CANNOT_UNDERSTAND
     session.next_store_is_served()
 
 
@@ -415,7 +417,7 @@ def test_the_c_store_line_comes_with_the_command_and_a_cut_dataset_is_reported(
     session.peer.close()
     wait_until(lambda: ABORT_LINE in " ".join(lines(log)), what="the abort line")
     assert lines(log)[-3:] == [
-        "E: Unable to receive dataset on presentation context 0: " + scp.PEER_ABORTED,
+        "E: Unable to receive dataset on presentation context 0: " + PEER_ABORTED,
         "E: Unable to receive C-STORE dataset on presentation context 3",
         "I: " + ABORT_LINE,
     ]
@@ -446,7 +448,7 @@ def test_our_dimse_timeout_logs_what_dcmrecv_logs(
         peer.close()
     expected = (
         [
-            "E: Unable to receive dataset on presentation context 0: " + scp.DIMSE_TIMEOUT,
+            "E: Unable to receive dataset on presentation context 0: " + DIMSE_TIMEOUT,
             "E: Unable to receive C-STORE dataset on presentation context 3",
         ]
         if mid_dataset
@@ -489,7 +491,7 @@ def test_the_default_network_timeout_logs_an_abort_request_as_dcmrecv(
 )
 def test_max_send_pdv_is_dcmtks(peer_maximum: int, pdv: int, warning: str | None) -> None:
     # Observed with DCMTK 3.6.7's dcmrecv -v for each peer maximum.
-    assert scp.max_send_pdv(peer_maximum) == (pdv, warning)
+    assert max_send_pdv(peer_maximum) == (pdv, warning)
 
 
 # --- pure logic ----------------------------------------------------------------------------

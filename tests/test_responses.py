@@ -11,7 +11,7 @@ from pynetdicom.dimse_messages import C_STORE_RSP
 from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.dsutils import encode
 
-from dcmrecvd import scp
+from dcmrecvd.apps.dcmrecv_life import load_profile
 from dcmrecvd.pnd import responses
 from dcmrecvd.settings import Settings
 from tests.peers import our_receiver
@@ -59,7 +59,7 @@ def test_a_store_is_answered_without_pynetdicoms_encoder(
 ) -> None:
     cfg = tmp_path / "store.cfg"
     cfg.write_text(STORE_CFG)
-    profile = scp.load_profile(Settings(config_file=cfg, profile_name="Store"))
+    profile = load_profile(Settings(config_file=cfg, profile_name="Store"))
     out = tmp_path / "out"
     out.mkdir()
     encoded: list[C_STORE] = []

@@ -9,7 +9,7 @@ from pynetdicom import AE
 
 from dcmrecvd.config import inifile
 from dcmrecvd.pnd.server import Listener, Serving
-from dcmrecvd.scp import Receiver
+from dcmrecvd.receiver import Receiver
 from tests.peers import LOCALHOST
 
 VERIFICATION = "1.2.840.10008.1.1"

@@ -11,12 +11,12 @@ from pathlib import Path
 import pytest
 from pydicom import dcmread
 
-from dcmrecvd import scp
 from dcmrecvd.pnd import pdulimit, streaming
 from dcmrecvd.profiles import Profile
 from dcmrecvd.settings import StorageMode, SubdirMode
 from dcmrecvd.store import incoming, storage
 from dcmrecvd.store.freespace import Reserve
+from dcmrecvd.store.objectstore import ObjectStore
 from tests import dicomgen
 from tests.peers import our_receiver
 from tests.streaming_peer import (
@@ -103,7 +103,7 @@ def test_handler_error_leaves_nothing(
     def broken(*_args: object) -> str:
         raise RuntimeError("injected handler failure")
 
-    monkeypatch.setattr(scp.Receiver, "_name", broken)
+    monkeypatch.setattr(ObjectStore, "_name", broken)
     ds = dataset("1.2.3.4.104", pixel_bytes=BIG)
     with our_receiver(profile, port, settings(port, out)), association(port) as a:
         status = a.send_c_store(ds)

@@ -978,9 +978,9 @@ def _main(program: str, args: list[str]) -> int:
         raise UsageError(VERBOSE_PC_ERROR, quiet=_quiet())
     LOG.debug("%s\n", RCSID)
     # Imported here so that the grammar (and --help) does not need the network stack.
-    from dcmrecvd import scp  # noqa: PLC0415
+    from dcmrecvd.apps import dcmrecv_life  # noqa: PLC0415
 
-    return scp.run(result)
+    return dcmrecv_life.run(result)
 
 
 def _start_logging(settings: Settings, program: str, args: Sequence[str]) -> None:

@@ -28,10 +28,11 @@ from types import FrameType
 from dcmrecvd import __version__, logs
 from dcmrecvd.config import asconfig, inifile, tls
 from dcmrecvd.pnd.server import Listener
-from dcmrecvd.scp import Receiver, check_output_directory
+from dcmrecvd.receiver import Receiver
 from dcmrecvd.service import systemd, workers
 from dcmrecvd.settings import DCMTK_CONTEXT_LIST_LIMIT, Settings
 from dcmrecvd.store import storage
+from dcmrecvd.store.objectstore import check_output_directory
 
 PROGRAM = "dcmrecvd"
 LOG = logging.getLogger("dcmrecv.daemon")

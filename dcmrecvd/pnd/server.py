@@ -21,7 +21,7 @@ from pynetdicom.transport import ThreadedAssociationServer
 from dcmrecvd.negotiation import pynetdicom_contexts
 
 if TYPE_CHECKING:
-    from dcmrecvd.scp import Receiver
+    from dcmrecvd.receiver import Receiver
 
 LOG = logging.getLogger("dcmrecv")
 

@@ -40,7 +40,7 @@ from types import FrameType
 
 from dcmrecvd.config import access, inifile
 from dcmrecvd.pnd.server import Listener, Serving
-from dcmrecvd.scp import Receiver
+from dcmrecvd.receiver import Receiver
 from dcmrecvd.stats import Stats, Totals
 
 LOG = logging.getLogger("dcmrecv.daemon")

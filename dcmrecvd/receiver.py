@@ -1,22 +1,20 @@
-"""The receiver: a pynetdicom AE with DCMTK dcmrecv's association policy and services.
+"""The receiver: DCMTK dcmrecv's association policy and the event wiring both programs share.
 
-`Receiver` is shared by `dcmrecv` (cli.py) and, later, the daemon; `run` is dcmrecv's
-life: load the profile, check the output directory, listen, serve until killed.
+Like DcmSCP under dcmrecv.cc: a `Receiver` builds the pynetdicom AE, decides each
+association (application context, called AE title, access rules, free-space reserve,
+negotiation), installs the DIMSE path on the accepted ones and logs what DCMTK logs. The
+objects themselves go to its ObjectStore (store/objectstore.py). dcmrecv's process life is
+apps/dcmrecv_life.py; each of the daemon's workers builds one Receiver per configuration.
 """
 
 from __future__ import annotations
 
 import logging
-import os
-import signal
 import socket
-import threading
 import time
 import weakref
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
-from datetime import datetime
-from pathlib import Path
 from typing import cast
 
 from pydicom.dataset import Dataset
@@ -34,7 +32,7 @@ from pynetdicom.service_class import ServiceClass, StorageServiceClass
 from pynetdicom.sop_class import uid_to_service_class
 
 from dcmrecvd import dumps, logfields
-from dcmrecvd.config import access, asconfig, tls
+from dcmrecvd.config import access
 from dcmrecvd.negotiation import (
     APPLICATION_CONTEXT,
     Outcome,
@@ -53,22 +51,14 @@ from dcmrecvd.pnd import (
     quietlog,
     reactor,
     responses,
-    server,
     streaming,
 )
-from dcmrecvd.profiles import BUILTIN_VERIFICATION, Profile
-from dcmrecvd.settings import NamingScheme, Settings, StorageMode
+from dcmrecvd.profiles import Profile
+from dcmrecvd.settings import Settings
 from dcmrecvd.stats import Stats
-from dcmrecvd.store import filemeta, header, incoming, naming, placement, quarantine, storage
-from dcmrecvd.store.freespace import Reserve
+from dcmrecvd.store import filemeta, objectstore
 
 LOG = logging.getLogger("dcmrecv")
-
-# Exit codes of DCMTK's dcmrecv.
-EXIT_INVALID_OUTPUT_DIRECTORY = 45
-EXIT_CANNOT_START_SCP_AND_LISTEN = 64
-EXIT_INVALID_ASSOCIATION_CONFIG = 66
-EXIT_CANNOT_CREATE_TRANSPORT_LAYER = 71
 
 # DCMTK has no DIMSE timeout by default but sets 60 s socket timeouts, so an idle
 # association is dropped after about a minute.
@@ -80,22 +70,6 @@ REJECT_CALLED_AE_TITLE = (0x01, 0x01, 0x07)
 REJECT_NO_ACCEPTABLE_CONTEXTS = (0x01, 0x01, 0x01)
 REJECT_LOCAL_LIMIT_EXCEEDED = (0x02, 0x03, 0x02)  # transient: the free-space reserve
 
-# C-STORE statuses dcmrecv sends, with the text of its "Sending C-STORE Response" line.
-SUCCESS = 0x0000
-OUT_OF_RESOURCES = 0xA700
-CANNOT_UNDERSTAND = 0xC000
-# dcmrecvd's check-sop-uids, as storescp (DCMTK's dcmrecv never sends it).
-DATASET_DOES_NOT_MATCH = 0xA900
-# The duplicate policy "reject" (PS3.7 C.4.2.1.2 has no storage-specific code for it).
-DUPLICATE_SOP_INSTANCE = 0x0111
-STATUS_TEXT = {
-    SUCCESS: "Success",
-    OUT_OF_RESOURCES: "Refused: OutOfResources",
-    CANNOT_UNDERSTAND: "Error: CannotUnderstand",
-    DATASET_DOES_NOT_MATCH: "Error: DataSetDoesNotMatchSOPClass",
-    DUPLICATE_SOP_INSTANCE: "Failed: DuplicateSOPInstance",
-}
-
 # DCMTK's conditions for a dataset it could not receive: the peer aborted or the
 # connection closed; the DIMSE timeout (-td) passed.
 PEER_ABORTED = "0006:0317 Peer aborted Association (or never connected)"
@@ -104,47 +78,6 @@ DIMSE_TIMEOUT = "0006:0207 DIMSE No data available (timeout in non-blocking mode
 DCMTK_LARGEST_PDU = 131072
 # PDU header (6 bytes), PDV item header (6): the rest of a P-DATA-TF is the PDV's value.
 PDV_OVERHEAD = 12
-
-
-class ConfigurationError(Exception):
-    """The negotiation profile cannot be loaded; carries DCMTK's log texts."""
-
-    def __init__(self, error: str | None, fatal: str) -> None:
-        super().__init__(fatal)
-        self.error = error
-        self.fatal = fatal
-
-
-def load_profile(settings: Settings) -> Profile:
-    """The profile named by -xf, or the built-in Verification-only one."""
-    if settings.config_file is None:
-        LOG.warning(
-            "no configuration file specified, SCP will only support the Verification SOP Class"
-        )
-        return BUILTIN_VERIFICATION
-    path = str(settings.config_file)
-    try:
-        document = asconfig.load(path, context_list_limit=settings.context_list_limit)
-        return asconfig.select_profile(document, settings.profile_name or "", path)
-    except asconfig.AsConfigError as exc:
-        raise ConfigurationError(exc.dcmtk_error, exc.dcmtk_fatal) from exc
-
-
-def check_output_directory(directory: str) -> str | None:
-    """DCMTK's reason why `directory` cannot take files, or None when it can."""
-    path = Path(directory or ".")
-    if not path.is_dir():
-        return "Directory does not exist"
-    if not os.access(path, os.W_OK | os.X_OK):
-        return "Directory is not writable"
-    return None
-
-
-def join_path(directory: str, name: str) -> str:
-    """DCMTK's combineDirAndFilename: relative stays relative, trailing '/' dropped."""
-    if not directory:
-        return name
-    return f"{directory.rstrip('/')}/{name}"
 
 
 def register_storage_classes(profile: Profile) -> None:
@@ -173,14 +106,6 @@ def max_send_pdv(peer_maximum: int) -> tuple[int, str | None]:
         warning = f"ASSOC: PDV send length {length} is odd (using {length - 1})"
         length -= 1
     return length - PDV_OVERHEAD, warning
-
-
-def _exists(directory: Path, name: str) -> bool:
-    try:
-        (directory / name).lstat()
-    except FileNotFoundError:
-        return False
-    return True
 
 
 def _proposals(event: Event) -> tuple[list[Proposed], dict[str, tuple[bool, bool]]]:
@@ -243,18 +168,9 @@ class Receiver:
         self.ae.network_timeout = settings.dimse_timeout or DEFAULT_NETWORK_TIMEOUT
         # Admission counts associations itself, across reloads (pynetdicom counts per AE).
         self.ae.maximum_associations = 2**31 - 1
-        self.namer = naming.FileNamer(settings.naming, settings.extension, int(time.time()))
-        self.spool = storage.spool_directory(settings.output_dir)
-        self.reserve = Reserve(
-            settings.free_space_reserve_bytes, settings.free_space_reserve_percent
-        )
+        self.store = objectstore.ObjectStore(settings, self.stats)
         for served in (profile, *self.peer_profiles.values()):
             register_storage_classes(served)
-        self.quarantine = (
-            quarantine.Quarantine(Path(settings.quarantine_dir), settings.quarantine_max_bytes)
-            if settings.quarantine_dir is not None
-            else None
-        )
 
     def handlers(self) -> list[EventHandlerType]:
         return [
@@ -272,13 +188,7 @@ class Receiver:
 
     def sweep_spool(self) -> None:
         """Remove the temporary files that a killed receiver left in the spool directory."""
-        removed = storage.sweep(self.spool)
-        if removed:
-            LOG.warning(
-                "removed %d temporary file(s) of an interrupted receiver from %s",
-                len(removed),
-                self.spool,
-            )
+        objectstore.sweep_spool(self.settings.output_dir)
 
     def stop(self) -> None:
         """Abort every association still running."""
@@ -345,7 +255,7 @@ class Receiver:
             self._reject(event, rejection.rsd, rejection.text, decision.why)
             return
         info.admitted = decision
-        shortfall = self.reserve.shortfall(self.settings.output_dir)
+        shortfall = self.store.reserve.shortfall(self.settings.output_dir)
         if shortfall is not None:
             LOG.warning("%s", shortfall)
             self._reject(event, REJECT_LOCAL_LIMIT_EXCEEDED, "local limit exceeded")
@@ -496,7 +406,7 @@ class Receiver:
     def _on_echo(self, event: Event) -> int:
         LOG.info("Received C-ECHO Request (MsgID %d)", event.request.MessageID)
         LOG.info("Sending C-ECHO Response (Success)")
-        return SUCCESS
+        return objectstore.SUCCESS
 
     def _refuse_request(self, field: int) -> None:
         LOG.error(
@@ -532,11 +442,11 @@ class Receiver:
             "SOP_CLASS_UID": request.sop_class_uid,
             "SOP_INSTANCE_UID": request.sop_instance_uid,
         }
-        response = self._store(sink)
+        response = self.store.store(sink)
         status = response if isinstance(response, int) else int(response.Status)
         LOG.info(
             "Sending C-STORE Response (%s)",
-            STATUS_TEXT[status],
+            objectstore.STATUS_TEXT[status],
             extra={
                 **instance,
                 "DIMSE_STATUS": f"0x{status:04X}",
@@ -548,170 +458,7 @@ class Receiver:
     def _sink(self, command: streaming.StoreCommand) -> streaming.Sink:
         """A sink for the dataset of a C-STORE-RQ whose command has arrived."""
         self._announce_store(command.message_id, command.sop_class_uid, command.sop_instance_uid)
-        if self.settings.storage is StorageMode.IGNORE:
-            return streaming.Discarding()
-        return incoming.IncomingObject(
-            command,
-            bit_preserving=self.settings.storage is StorageMode.BIT_PRESERVING,
-            spool=self.spool,
-            reserve=self.reserve,
-            space_directory=self.settings.output_dir,
-            check_sop_uids=self.settings.check_sop_uids,
-            keep_refused=self.quarantine is not None,
-        )
-
-    def _store(self, sink: streaming.Sink | None) -> int | Dataset:
-        """Store one received object; the C-STORE response status (with a comment)."""
-        if self.settings.storage is StorageMode.IGNORE:
-            LOG.debug("received dataset is not stored since the storage mode is set to 'ignore'")
-            return SUCCESS
-        if not isinstance(sink, incoming.IncomingObject):
-            # The command said that no dataset follows: nothing to store, ever.
-            LOG.error("cannot store received object: the request has no dataset")
-            return _failure(CANNOT_UNDERSTAND, "C-STORE request without a dataset")
-        try:
-            return self._store_object(sink)
-        finally:
-            sink.discard()  # nothing left to remove once the object is in place
-
-    def _store_object(self, obj: incoming.IncomingObject) -> int | Dataset:
-        failure = obj.failure
-        if failure is not None and failure.kind in (
-            incoming.FailureKind.EMPTY,
-            incoming.FailureKind.NO_CONTEXT,
-        ):
-            return CANNOT_UNDERSTAND
-        if failure is not None and failure.kind in incoming.REFUSED:
-            return self._refuse(obj, failure)
-        if failure is not None and failure.kind is incoming.FailureKind.BAD_META:
-            LOG.error(
-                "cannot generate directory or file name for received object: %s", failure.detail
-            )
-            return CANNOT_UNDERSTAND
-        sop_class, sop_instance = obj.sop_uids
-        bit_preserving = self.settings.storage is StorageMode.BIT_PRESERVING
-        try:
-            directory = self._directory(obj.header, bit_preserving)
-            # The first name, for the error lines; unique schemes may take another.
-            name = self._name(directory, sop_class, sop_instance)
-        except naming.NamingError as exc:
-            LOG.error("cannot generate directory or file name for received object: %s", exc)
-            return CANNOT_UNDERSTAND
-        if failure is not None and failure.kind is incoming.FailureKind.NO_SPACE:
-            LOG.warning("cannot store received object: %s", failure.detail)
-            return _failure(OUT_OF_RESOURCES, "free space below the reserve")
-        if failure is not None:
-            LOG.error(
-                "cannot store received object: %s: %s",
-                join_path(directory, name),
-                failure.detail,
-            )
-            return _failure(OUT_OF_RESOURCES, failure.detail)
-        try:
-            storage.ensure_directory(Path(directory or "."))
-        except storage.StorageError as exc:
-            LOG.error("%s", exc)
-            return _failure(OUT_OF_RESOURCES, "cannot create directory")
-        assert obj.temp is not None
-        names = iter([name])
-        try:
-            placed = placement.place(
-                obj.temp,
-                directory,
-                lambda: next(names, None) or self._name(directory, sop_class, sop_instance),
-                unique=self.settings.naming in (NamingScheme.UNIQUE, NamingScheme.SHORT_UNIQUE),
-                policy=self.settings.duplicates,
-                extension_length=len(os.fsencode(self.settings.extension)),
-                durable=not self.settings.benchmark_skip_fsync,
-                join=join_path,
-            )
-        except naming.NamingError as exc:
-            LOG.error("cannot generate directory or file name for received object: %s", exc)
-            return CANNOT_UNDERSTAND
-        except placement.PlacementError as exc:
-            LOG.error("cannot store received object: %s", exc)
-            return _failure(OUT_OF_RESOURCES, storage.reason(exc.error))
-        return self._report(placed, obj.received)
-
-    def _refuse(self, obj: incoming.IncomingObject, failure: incoming.Failure) -> Dataset:
-        """Answer an object that arrived whole but cannot be stored; keep its bytes if asked.
-
-        DCMTK's dcmrecv aborts the association on a dataset it cannot parse; a failure
-        status lets the sender go on with the rest of its batch.
-        """
-        sop_class, sop_instance = obj.command.sop_class_uid, obj.command.sop_instance_uid
-        fields = {
-            "SOP_CLASS_UID": sop_class,
-            "SOP_INSTANCE_UID": sop_instance,
-            "REFUSED": failure.kind.name,
-        }
-        kept = None
-        if self.quarantine is not None and obj.temp is not None:
-            note = "".join(
-                f"{key}={value}\n"
-                for key, value in {
-                    "REASON": failure.detail,
-                    **fields,
-                    "TRANSFER_SYNTAX_UID": str(obj.command.transfer_syntax),
-                    "DICOM_CALLING_AET": obj.command.calling_ae_title,
-                    **logfields.bound(),
-                }.items()
-            )
-            kept = self.quarantine.keep(obj.temp, note)
-        if kept is not None:
-            fields["QUARANTINE_PATH"] = str(kept)
-        LOG.error(
-            "cannot store received object: %s%s",
-            failure.detail,
-            f" (kept in {kept})" if kept is not None else "",
-            extra=fields,
-        )
-        status = (
-            DATASET_DOES_NOT_MATCH
-            if failure.kind is incoming.FailureKind.SOP_UIDS_DIFFER
-            else CANNOT_UNDERSTAND
-        )
-        return _failure(status, failure.comment)
-
-    def _report(self, placed: placement.Placed, size: int) -> int | Dataset:
-        """Log what placing the object did, as DCMTK words it where DCMTK does it."""
-        outcome = placed.outcome
-        if outcome is placement.Outcome.REPLACED:
-            LOG.warning("file already exists, overwriting: %s", placed.path)
-        elif outcome is placement.Outcome.KEPT_EXISTING:
-            LOG.warning("file already exists, keeping the stored file: %s", placed.path)
-            return SUCCESS
-        elif outcome is placement.Outcome.REJECTED:
-            LOG.warning("file already exists, rejecting the object: %s", placed.path)
-            return _failure(DUPLICATE_SOP_INSTANCE, "duplicate SOP instance")
-        elif outcome is placement.Outcome.STORED_AS_VARIANT:
-            LOG.warning("file already exists, keeping both: %s", placed.clash)
-        self.stats.instance(size)
-        LOG.info(
-            "Stored received object to file: %s",
-            placed.path,
-            extra={"PATH": placed.path, "BYTES": str(size)},
-        )
-        return SUCCESS
-
-    def _name(self, directory: str, sop_class: str, sop_instance: str) -> str:
-        return self.namer.name(
-            sop_class,
-            sop_instance,
-            now=datetime.now(),
-            exists=lambda candidate: _exists(Path(directory or "."), candidate),
-        )
-
-    def _directory(self, found: header.Header, bit_preserving: bool) -> str:
-        """The directory an object goes to: the output directory or a series-date one."""
-        subdir = naming.subdirectory(
-            self.settings.subdir,
-            found.series_date if found.series_date_vr else None,
-            found.series_date_vr or None,
-            datetime.now().date(),
-            dataset_available=not bit_preserving,
-        )
-        return join_path(self.settings.output_dir, subdir) if subdir else self.settings.output_dir
+        return self.store.sink(command)
 
 
 def _answered(
@@ -738,74 +485,3 @@ def _answered(
     return replace(
         negotiation, contexts=tuple(contexts), accepted_extended=outcome.extended_negotiation
     )
-
-
-def _failure(status: int, comment: str) -> Dataset:
-    """A failure response with an Error Comment (LO: at most 64 characters)."""
-    response = Dataset()
-    response.Status = status
-    response.ErrorComment = comment[:64]
-    return response
-
-
-def _wait_for_termination() -> int:
-    """Block until SIGTERM or SIGINT (the servers run in their own threads); the signal."""
-    received: list[int] = []
-    stop = threading.Event()
-
-    def handler(signum: int, _frame: object) -> None:
-        received.append(signum)
-        stop.set()
-
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, handler)
-    stop.wait()
-    return received[0]
-
-
-def _die_by(signum: int) -> None:
-    """End the process by `signum`, as DCMTK's dcmrecv does (shell status 128+signum)."""
-    signal.signal(signum, signal.SIG_DFL)
-    os.kill(os.getpid(), signum)
-
-
-def run(settings: Settings) -> int:
-    """dcmrecv's startup order (config 66, output directory 45, listen 64), then serve."""
-    LOG.info("configuring service class provider ...")
-    try:
-        profile = load_profile(settings)
-    except ConfigurationError as exc:
-        if exc.error:
-            LOG.error("%s", exc.error)
-        LOG.critical("%s", exc.fatal)
-        return EXIT_INVALID_ASSOCIATION_CONFIG
-    reason = check_output_directory(settings.output_dir)
-    if reason:
-        LOG.critical("cannot specify output directory: %s", reason)
-        return EXIT_INVALID_OUTPUT_DIRECTORY
-    LOG.info("starting service class provider and listening ...")
-    try:
-        ssl_context = None if settings.tls is None else tls.server_context(settings.tls)
-    except tls.TlsError as exc:
-        LOG.critical("%s", exc)
-        return EXIT_CANNOT_CREATE_TRANSPORT_LAYER
-    try:
-        listener = server.Listener.bind(settings.bind_address, settings.port)
-    except OSError as exc:
-        LOG.critical(
-            "cannot start SCP and listen on port %d: TCP Initialization Error: %s",
-            settings.port,
-            exc.strerror or exc,
-        )
-        return EXIT_CANNOT_START_SCP_AND_LISTEN
-    receiver = Receiver(settings, profile)
-    receiver.sweep_spool()
-    serving = server.Serving(receiver, listener, ssl_context)
-    try:
-        signum = _wait_for_termination()
-    finally:
-        serving.stop_accepting()
-        listener.close()
-        receiver.stop()
-    _die_by(signum)
-    return 128 + signum
