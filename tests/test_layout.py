@@ -1,5 +1,6 @@
-"""The package's shape, read from its source with ast: only dcmrecvd.pnd reaches into
-pynetdicom's internals; everything else uses the public names listed here."""
+"""The package's shape, read from its source with ast: no module imports a module that
+imports it back, and only dcmrecvd.pnd reaches into pynetdicom's internals; everything
+else uses the public names listed here."""
 
 from __future__ import annotations
 
@@ -67,6 +68,78 @@ def modules() -> list[Module]:
             parts = parts[:-1]
         found.append(Module(".".join(parts), path, ast.parse(path.read_text(), str(path))))
     return found
+
+
+def imports(module: Module, known: set[str]) -> set[str]:
+    """The package's modules that `module` imports, wherever the import statement is
+    (under TYPE_CHECKING or in a function too: each is a dependency of the code)."""
+    found = set()
+    for node in ast.walk(module.tree):
+        if isinstance(node, ast.Import):
+            found |= {alias.name for alias in node.names if alias.name in known}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            for alias in node.names:
+                submodule = f"{node.module}.{alias.name}"
+                if submodule in known:
+                    found.add(submodule)
+                elif node.module in known:
+                    found.add(node.module)
+    found.discard(module.name)
+    return found
+
+
+def cycle(graph: dict[str, set[str]]) -> list[str]:
+    """One import cycle of `graph` as the path that closes it, or [] when there is none."""
+    done: set[str] = set()
+
+    def visit(name: str, path: list[str]) -> list[str]:
+        if name in path:
+            return [*path[path.index(name) :], name]
+        if name in done:
+            return []
+        for imported in sorted(graph.get(name, set())):
+            found = visit(imported, [*path, name])
+            if found:
+                return found
+        done.add(name)
+        return []
+
+    for name in sorted(graph):
+        found = visit(name, [])
+        if found:
+            return found
+    return []
+
+
+def import_graph() -> dict[str, set[str]]:
+    found = modules()
+    known = {m.name for m in found}
+    return {m.name: imports(m, known) for m in found}
+
+
+def test_no_module_imports_a_module_that_imports_it_back() -> None:
+    assert cycle(import_graph()) == []
+
+
+def test_the_graph_sees_imports_and_cycles() -> None:
+    known = {"p", "p.a", "p.b", "p.sub", "p.sub.c"}
+    tree = ast.parse(
+        "from p import a, x\n"
+        "from p.sub import c\n"
+        "import p.b\n"
+        "if TYPE_CHECKING:\n    from p.sub.c import Thing\n"
+        "def f():\n    from p import sub\n"
+    )
+    assert imports(Module("p.m", Path("m.py"), tree), known) == {
+        "p",
+        "p.a",
+        "p.b",
+        "p.sub",
+        "p.sub.c",
+    }
+    assert cycle({"a": {"b"}, "b": {"c"}, "c": set()}) == []
+    assert cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
+    assert "dcmrecvd.receiver" in import_graph()["dcmrecvd.apps.dcmrecv_life"]
 
 
 def is_public(module: str, name: str) -> bool:
