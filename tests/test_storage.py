@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import fcntl
 import io
 import os
 import zlib
@@ -344,3 +345,38 @@ def test_the_spool_is_made_durable_with_the_output_directory(
     assert synced == [tmp_path / "out", tmp_path]
     storage.TempFile(spool).discard()
     assert synced == [tmp_path / "out", tmp_path]
+
+
+@pytest.mark.parametrize("sweep_holds_the_lock", [False, True])
+def test_a_sweep_between_create_and_lock_does_not_take_the_temp_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, sweep_holds_the_lock: bool
+) -> None:
+    """Another process's sweep may find a new temporary file before its creator locks it."""
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    real_flock = fcntl.flock
+    interleaved: list[int] = []
+
+    def flock_after_a_sweep(fd: int, operation: int) -> None:
+        if interleaved:
+            real_flock(fd, operation)
+            return
+        interleaved.append(fd)
+        if sweep_holds_the_lock:
+            sweeper = os.open(spool / os.listdir(spool)[0], os.O_RDONLY)
+            real_flock(sweeper, fcntl.LOCK_EX)
+            try:
+                real_flock(fd, operation)  # raises: the sweep holds the lock
+            finally:
+                os.close(sweeper)
+                assert storage.sweep(spool) != []
+        assert storage.sweep(spool) != []  # it removes the file nobody has locked yet
+        real_flock(fd, operation)
+
+    monkeypatch.setattr(fcntl, "flock", flock_after_a_sweep)
+    temp = storage.TempFile(spool)
+    temp.write(b"data")
+    assert interleaved, "the sweep did not run between the open and the lock"
+    temp.commit(tmp_path / "final", replace=False)
+    assert (tmp_path / "final").read_bytes() == b"data"
+    assert os.listdir(spool) == []

@@ -20,7 +20,7 @@ import signal
 import ssl
 import sys
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from contextlib import suppress
 from pathlib import Path
 from types import FrameType
@@ -371,12 +371,26 @@ class Service:
             self._status()
 
     def _next_signal(self, timeout: float) -> int | None:
-        if self._deferred:
-            return self._deferred.pop(0)
-        try:
-            return self._signals.get(timeout=timeout)
-        except queue.Empty:
-            return None
+        """The signal to act on, waiting up to `timeout` for one; None if none came.
+
+        Every signal pending is taken at once: a stop goes first, and the reloads asked
+        for meanwhile are one (it reads the file as it is now). Taken one by one, SIGHUPs
+        coming faster than reloads end queued reloads without end, and a SIGTERM behind
+        them. The other signals only wake the loop, which reaps anyway.
+        """
+        pending, self._deferred = self._deferred, []
+        if not pending:
+            try:
+                pending.append(self._signals.get(timeout=timeout))
+            except queue.Empty:
+                return None
+        with suppress(queue.Empty):
+            while True:
+                pending.append(self._signals.get_nowait())
+        for wanted in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            if wanted in pending:
+                return wanted
+        return pending[0]
 
     def _reap(self) -> None:
         """Collect the workers that ended; forget their associations and temp files."""
@@ -473,31 +487,46 @@ class Service:
             self.loaded, self.context = old
             logs.set_level(self.loaded.settings)
             return
-        # The listening sockets stay open throughout: a connection that arrives while
-        # no worker accepts waits in the backlog, it is never refused.
-        self._signal(self.current, signal.SIGUSR1)
+        # Listed before they are signalled, so that _reap knows them meanwhile.
         retiring = self.current
         self.retired.update(retiring)
         self.current = new
-        self._await_stopped_accepting(retiring)
+        # The old generation accepts until the new one does: a connection that arrives
+        # while no worker accepts waits in the backlog for a worker to start.
+        self._await_workers(
+            lambda: all(self.board.accepting(slot) for slot in self._alive(new, self.current)),
+            f"new workers {list(new)} do not accept yet",
+        )
+        self._signal(retiring, signal.SIGUSR1)
+        # So that after READY=1 every new association gets the new configuration.
+        self._await_workers(
+            lambda: (
+                not any(self.board.accepting(slot) for slot in self._alive(retiring, self.retired))
+            ),
+            f"retired workers {list(retiring)} still accept",
+        )
         LOG.info("reloaded %s: profile %s", loaded.path, loaded.profile.name)
 
-    def _await_stopped_accepting(self, retiring: dict[int, int]) -> None:
-        """Wait until `retiring` workers accept no more, so that after READY=1 every new
-        association gets the new configuration."""
+    @staticmethod
+    def _alive(pids: dict[int, int], listed: dict[int, int]) -> list[int]:
+        """The slots of `pids` (pid: slot) not yet reaped from `listed`."""
+        return [slot for pid, slot in pids.items() if pid in listed]
+
+    def _await_workers(self, done: Callable[[], bool], late: str) -> None:
+        """Wait until `done()`, which workers change by signalling ACCEPTING_CHANGED;
+        after RETIRE_WAIT, log `late` and go on."""
         deadline = time.monotonic() + RETIRE_WAIT
         while True:
             self._reap()
-            waiting = [pid for pid, slot in retiring.items() if pid in self.retired]
-            if not any(self.board.accepting(retiring[pid]) for pid in waiting):
+            if done():
                 return
             left = deadline - time.monotonic()
             if left <= 0:
-                LOG.warning("retired workers %s still accept after %.0f s", waiting, RETIRE_WAIT)
+                LOG.warning("%s after %.0f s", late, RETIRE_WAIT)
                 return
             with suppress(queue.Empty):
                 signum = self._signals.get(timeout=left)
-                if signum not in (workers.STOPPED_ACCEPTING, signal.SIGCHLD):
+                if signum not in (workers.ACCEPTING_CHANGED, signal.SIGCHLD):
                     self._deferred.append(signum)
 
     def _warn_unreloadable(self, new: Settings) -> None:

@@ -236,8 +236,11 @@ class FastStoreDIMSE(responses.QuickResponseDIMSE):
             result = _PROCESSING_FAILURE
             if claimed is not None:
                 claimed.discard()  # it may not have got as far as its own clean-up
-        if self.assoc.is_established:
-            self._respond(request, result)
+        # Whatever is_established says: pynetdicom 3.0's association thread sets it only
+        # after EVT_ACCEPTED, once the DUL thread may have sent the A-ASSOCIATE-AC and
+        # served the peer's first C-STORE here, whose response was then never sent. This
+        # thread sends any A-ABORT itself, so a response never follows one.
+        self._respond(request, result)
 
     def _respond(self, request: StoreRequest, result: int | Dataset) -> None:
         status, comment = (

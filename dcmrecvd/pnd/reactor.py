@@ -12,7 +12,8 @@ C-STORE) and cost an idle association about 2 % of a core. A fourth limit lives 
 same loop: the association thread may queue its answer to an A-ASSOCIATE-RQ (Evt7,
 Evt8) after the DUL has aborted for a bad PDU (Sta13), where pynetdicom's state machine
 has no transition for it and raises, ending the DUL thread with a traceback; such a
-late event is dropped instead.
+late event is dropped instead, with the primitive that raised it (so does any user
+primitive there: an A-ABORT from a stop, a response).
 
 `install` swaps in subclasses before the threads start. The DUL thread blocks in
 poll() (no FD_SETSIZE) on the socket and on an eventfd that the queues it serves
@@ -52,6 +53,9 @@ _T = TypeVar("_T")
 # Every input of both loops signals them; this only bounds what a wake-up that was
 # missed anyway could cost.
 _LONGEST_WAIT = 1.0
+# The events that _process_recv_primitive raises for the user's primitive at the head
+# of to_provider_queue, which the event's action takes off (an acceptor's: no T-CONNECT).
+_USER_EVENTS = frozenset(("Evt1", "Evt7", "Evt8", "Evt9", "Evt11", "Evt14", "Evt15"))
 # The states in which the ARTIM timer is running and its expiry (Evt18) is an event.
 _ARTIM_STATES = ("Sta2", "Sta13")
 _READABLE = select.POLLIN | select.POLLPRI | select.POLLHUP | select.POLLERR
@@ -156,6 +160,10 @@ class BlockingDUL(DULServiceProvider):
                     continue
                 if self._late(event):
                     _DUL_LOG.debug("%s dropped: the association is already aborted", event)
+                    if event in _USER_EVENTS:
+                        # With the primitive that raised it: left queued, it would raise
+                        # it again at once, a busy loop until the ARTIM timer ends Sta13.
+                        self.to_provider_queue.get_nowait()
                 else:
                     self.state_machine.do_action(event)
                 continue

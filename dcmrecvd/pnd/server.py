@@ -13,7 +13,7 @@ import socket
 import socketserver
 import ssl
 import threading
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from pynetdicom.association import Association
 from pynetdicom.transport import ThreadedAssociationServer
@@ -25,8 +25,11 @@ if TYPE_CHECKING:
 
 LOG = logging.getLogger("dcmrecv")
 
-# DCMTK listens with a backlog of 50; pynetdicom's socketserver default is 5.
-BACKLOG = 50
+# As systemd's socket units do (Backlog= defaults to SOMAXCONN; the kernel caps it at
+# net.core.somaxconn). pynetdicom's socketserver default is 5, DCMTK's 50: when more
+# peers than that connect at once, the kernel drops the handshakes of the others, and
+# they open their associations only after TCP retries of 1, 3, 7 s.
+BACKLOG = socket.SOMAXCONN
 # How often an accept loop looks at its stop flag (socketserver's poll interval).
 POLL_INTERVAL = 0.2
 
@@ -86,6 +89,10 @@ class _SharedSocketServer(ThreadedAssociationServer):
     ) -> None:
         self._listen_socket = listen_socket
         self._handshake_timeout = handshake_timeout
+        # Connections accepted whose request thread has not yet ended: until it starts
+        # the Association thread, active_associations does not list the connection.
+        self.handing_over = 0
+        self._handing_over_lock = threading.Lock()
         super().__init__(*args, **kwargs)
 
     def server_bind(self) -> None:
@@ -111,7 +118,25 @@ class _SharedSocketServer(ThreadedAssociationServer):
             )
         return client, address
 
+    def process_request(self, request: Any, client_address: Any) -> None:
+        self._count_handing_over(1)
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self._count_handing_over(-1)  # no thread started to count it down
+            raise
+
+    def _count_handing_over(self, change: int) -> None:
+        with self._handing_over_lock:
+            self.handing_over += change
+
     def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            self._hand_over(request, client_address)
+        finally:
+            self._count_handing_over(-1)
+
+    def _hand_over(self, request: Any, client_address: Any) -> None:
         if isinstance(request, ssl.SSLSocket):
             request.settimeout(self._handshake_timeout)
             try:
@@ -131,14 +156,18 @@ class Serving:
         self, receiver: Receiver, listener: Listener, ssl_context: ssl.SSLContext | None = None
     ) -> None:
         self.receiver = receiver
-        self.server = receiver.ae.make_server(
-            listener.address,
-            evt_handlers=receiver.handlers(),
-            contexts=pynetdicom_contexts(receiver.profile),
-            ssl_context=ssl_context,
-            server_class=_SharedSocketServer,
-            listen_socket=listener.socket,
-            handshake_timeout=float(receiver.settings.acse_timeout),
+        # make_server() is typed to return its default class; it made one of server_class.
+        self.server = cast(
+            _SharedSocketServer,
+            receiver.ae.make_server(
+                listener.address,
+                evt_handlers=receiver.handlers(),
+                contexts=pynetdicom_contexts(receiver.profile),
+                ssl_context=ssl_context,
+                server_class=_SharedSocketServer,
+                listen_socket=listener.socket,
+                handshake_timeout=float(receiver.settings.acse_timeout),
+            ),
         )
         self._thread = threading.Thread(
             target=self.server.serve_forever,
@@ -156,6 +185,16 @@ class Serving:
         """The associations this server accepted that are still running."""
         found: list[Association] = self.server.active_associations
         return found
+
+    def connections(self) -> int:
+        """Connections accepted and not yet ended: the associations running, and those
+        still being handed to an association (a TLS handshake, a thread starting).
+
+        One may be counted twice for a moment, never missed: a request thread starts its
+        association before it counts itself down, and the count is read first.
+        """
+        handing_over = self.server.handing_over
+        return handing_over + len(self.associations())
 
     def stop_accepting(self) -> None:
         """Accept no more associations; those in progress go on."""

@@ -308,12 +308,16 @@ class Generation:
     secure: str
 
 
-# Signals the parent handles itself; blocked across fork() so that none reaches the
-# child before it has its own handlers. A worker sends SIGUSR2 when it stops accepting.
-STOPPED_ACCEPTING = signal.SIGUSR2
+# Signals the parent handles itself. A worker sends SIGUSR2 when it starts and when it
+# stops accepting.
+ACCEPTING_CHANGED = signal.SIGUSR2
 PARENT_SIGNALS = frozenset(
-    {signal.SIGHUP, signal.SIGTERM, signal.SIGINT, signal.SIGCHLD, STOPPED_ACCEPTING}
+    {signal.SIGHUP, signal.SIGTERM, signal.SIGINT, signal.SIGCHLD, ACCEPTING_CHANGED}
 )
+# Blocked across fork() so that none reaches the child before it has its own handlers:
+# the parent's, and SIGUSR1, which a quick second reload sends to a worker the first one
+# has just forked (its default action would kill the worker).
+_FORK_BLOCKED = PARENT_SIGNALS | {signal.SIGUSR1}
 
 
 def spawn(board: Board, generation: Generation) -> tuple[int, int]:
@@ -321,7 +325,7 @@ def spawn(board: Board, generation: Generation) -> tuple[int, int]:
     slot = board.claim()
     sys.stdout.flush()
     sys.stderr.flush()
-    previous = signal.pthread_sigmask(signal.SIG_BLOCK, PARENT_SIGNALS)
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, _FORK_BLOCKED)
     try:
         pid = os.fork()
     except OSError:
@@ -388,6 +392,7 @@ class _Worker:
                 Serving(receiver, listeners[self.generation.secure], self.generation.context)
             )
         self.board.set_accepting(True)
+        _tell_parent()
         retiring = False
         while True:
             try:
@@ -399,11 +404,13 @@ class _Worker:
             if signum == signal.SIGUSR1 and not retiring:
                 retiring = True
                 _stop_accepting(servings, listeners.values(), self.board)
-            running = [a for s in servings for a in s.associations()]
+            # Connections, not only associations: one accepted just before the accept
+            # loop stopped may not have its association yet, and exiting would reset it.
+            running = sum(s.connections() for s in servings)
             if retiring and not running:
                 return 0
             accepting = not retiring and all(s.accepting for s in servings)
-            self.board.beat(len(running), accepting=accepting)
+            self.board.beat(running, accepting=accepting)
 
 
 def _stop_accepting(servings: list[Serving], listeners: Iterable[Listener], board: Board) -> None:
@@ -414,8 +421,13 @@ def _stop_accepting(servings: list[Serving], listeners: Iterable[Listener], boar
     for listener in listeners:
         listener.close()
     board.set_accepting(False)
+    _tell_parent()
+
+
+def _tell_parent() -> None:
+    """That this worker's board entry `accepting` has changed."""
     with suppress(ProcessLookupError):
-        os.kill(os.getppid(), STOPPED_ACCEPTING)
+        os.kill(os.getppid(), ACCEPTING_CHANGED)
 
 
 def drain(servings: list[Serving], listeners: Iterable[Listener], grace: int, board: Board) -> int:
@@ -425,7 +437,9 @@ def drain(servings: list[Serving], listeners: Iterable[Listener], grace: int, bo
     running = []
     for assoc in (a for s in servings for a in s.associations()):
         # A connection that has not asked for an association yet has nothing to finish.
-        if assoc.is_established:
+        # Accepted is Sta6: pynetdicom sets is_established only after EVT_ACCEPTED, once
+        # the DUL has sent the A-ASSOCIATE-AC and the peer may be storing already.
+        if assoc.is_established or assoc.dul.state_machine.current_state == "Sta6":
             running.append(assoc)
         else:
             assoc.abort()

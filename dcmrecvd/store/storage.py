@@ -159,12 +159,32 @@ def start_writeback(fd: int, offset: int, length: int) -> None:
         raise OSError(error, os.strerror(error))
 
 
+# Tries at a locked temporary file that a concurrent sweep has not taken away.
+_CREATE_ATTEMPTS = 3
+
+
 def _create(spool: Path) -> tuple[Path, int]:
-    path = spool / f"{TEMP_PREFIX}{secrets.token_hex(8)}{TEMP_SUFFIX}"
-    # Readable too: directio reads back the last partial block it takes over.
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
-    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    return path, fd
+    """A new temporary file in `spool`, flock()ed, still under its name.
+
+    Between the open and the flock another process's `sweep` sees an unlocked file: it
+    may lock it first (our flock fails) or remove it (our lock holds a nameless inode,
+    and commit would fail). Once we hold the lock no sweep removes it, so a file that is
+    still ours under its name after the flock stays ours; otherwise try a new name.
+    """
+    for attempt in range(_CREATE_ATTEMPTS):
+        path = spool / f"{TEMP_PREFIX}{secrets.token_hex(8)}{TEMP_SUFFIX}"
+        # Readable too: directio reads back the last partial block it takes over.
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            if os.path.samestat(os.fstat(fd), os.stat(path)):
+                return path, fd
+        except OSError:
+            if attempt == _CREATE_ATTEMPTS - 1:
+                os.close(fd)
+                raise
+        os.close(fd)
+    raise OSError(errno.EAGAIN, "temporary file removed by a concurrent sweep")
 
 
 class TempFile:
