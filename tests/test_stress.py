@@ -41,9 +41,13 @@ import pytest
 from pynetdicom import transport
 from pynetdicom.events import Event
 
-from dcmrecvd import config, logs, scp, systemd, workers
-from dcmrecvd.daemon import Service
-from dcmrecvd.server import Listener
+from dcmrecvd import logs
+from dcmrecvd.apps.dcmrecvd import Service
+from dcmrecvd.config import inifile
+from dcmrecvd.pnd.server import Listener
+from dcmrecvd.receiver import Receiver
+from dcmrecvd.service import systemd, workers
+from dcmrecvd.store import objectstore
 from tests import dicomgen, rawpdu
 from tests.conftest import free_port
 from tests.peers import LOCALHOST, our_receiver
@@ -61,26 +65,26 @@ def test_a_store_served_before_the_association_thread_marks_it_established_is_an
     is_established (after EVT_ACCEPTED): a peer's first C-STORE may be served by the fast
     path in between. Here the association thread is held in EVT_ACCEPTED until it is."""
     served = threading.Event()
-    serve_store = scp.Receiver._serve_store
-    on_accepted = scp.Receiver._on_accepted
+    serve_store = Receiver._serve_store
+    on_accepted = Receiver._on_accepted
 
-    def serving(self: scp.Receiver, *args: object) -> object:
+    def serving(self: Receiver, *args: object) -> object:
         try:
             return serve_store(self, *args)  # type: ignore[arg-type]
         finally:
             served.set()
 
-    def held(self: scp.Receiver, event: Event) -> None:
+    def held(self: Receiver, event: Event) -> None:
         served.wait(STEP)
         on_accepted(self, event)
 
-    monkeypatch.setattr(scp.Receiver, "_serve_store", serving)
-    monkeypatch.setattr(scp.Receiver, "_on_accepted", held)
+    monkeypatch.setattr(Receiver, "_serve_store", serving)
+    monkeypatch.setattr(Receiver, "_on_accepted", held)
     port = free_port()
     with our_receiver(rawpdu.profile(tmp_path), port, settings(port, out)):
         peer = rawpdu.Peer(port)
         assert peer.associate()
-        assert peer.store(1, "1.2.3.4", rawpdu.explicit_dataset("1.2.3.4")) == scp.SUCCESS
+        assert peer.store(1, "1.2.3.4", rawpdu.explicit_dataset("1.2.3.4")) == objectstore.SUCCESS
         assert served.is_set()
         assert final_files(out) == ["CT.1.2.3.4"]
         peer.close()
@@ -153,7 +157,7 @@ def forked_worker(out: Path) -> Iterator[ForkedWorker]:
     port = free_port()
     text = f"[receiver]\nport = {port}\noutput-directory = {out}\n[logging]\ndestination = stderr\n"
     generation = workers.Generation(
-        config.parse(text, "stress.conf"),
+        inifile.parse(text, "stress.conf"),
         None,
         {"dicom": Listener.bind(LOCALHOST, port)},
         "dicom",
@@ -202,7 +206,9 @@ def test_a_retiring_worker_serves_a_connection_it_accepted_before_the_associatio
             os.write(go_w, b".")
             answer = peer.read_pdu(STEP)
             assert answer is not None and answer[0] == rawpdu.ASSOCIATE_AC
-            assert peer.store(1, "1.2.3.5", rawpdu.explicit_dataset("1.2.3.5")) == scp.SUCCESS
+            assert (
+                peer.store(1, "1.2.3.5", rawpdu.explicit_dataset("1.2.3.5")) == objectstore.SUCCESS
+            )
             assert peer.send(rawpdu.release_rq())
             assert peer.read_pdu(STEP) is not None
             peer.close()
@@ -247,14 +253,14 @@ def test_a_stop_gives_its_grace_to_an_association_accepted_but_not_yet_marked_es
     thread is held in EVT_ACCEPTED while the worker is stopped."""
     held_r, held_w = os.pipe()
     go_r, go_w = os.pipe()
-    on_accepted = scp.Receiver._on_accepted
+    on_accepted = Receiver._on_accepted
 
-    def held(self: scp.Receiver, event: Event) -> None:
+    def held(self: Receiver, event: Event) -> None:
         os.write(held_w, b".")
         select.select([go_r], [], [], STEP)
         on_accepted(self, event)
 
-    monkeypatch.setattr(scp.Receiver, "_on_accepted", held)
+    monkeypatch.setattr(Receiver, "_on_accepted", held)
     try:
         with forked_worker(out) as worker:
             wait_until(lambda: worker.board.accepting(worker.slot), STEP, "the worker accepts")
@@ -263,7 +269,9 @@ def test_a_stop_gives_its_grace_to_an_association_accepted_but_not_yet_marked_es
             assert select.select([held_r], [], [], STEP)[0], "held in EVT_ACCEPTED"
             os.kill(worker.pid, signal.SIGTERM)
             wait_until(lambda: not worker.board.accepting(worker.slot), STEP, "the worker stops")
-            assert peer.store(1, "1.2.3.6", rawpdu.explicit_dataset("1.2.3.6")) == scp.SUCCESS
+            assert (
+                peer.store(1, "1.2.3.6", rawpdu.explicit_dataset("1.2.3.6")) == objectstore.SUCCESS
+            )
             os.write(go_w, b".")
             assert peer.send(rawpdu.release_rq())
             answer = peer.read_pdu(STEP)
@@ -286,7 +294,7 @@ def test_a_reload_retires_the_old_workers_once_the_new_ones_accept(
     monkeypatch.setattr(logs, "set_level", lambda _settings: None)  # this process's loggers
     port = free_port()
     text = f"[receiver]\nport = {port}\noutput-directory = {out}\nworkers = 1\n"
-    loaded = config.parse(text, "stress.conf")
+    loaded = inifile.parse(text, "stress.conf")
     listeners = {"dicom": Listener.bind(LOCALHOST, port)}
     service = Service(loaded, None, listeners, systemd.Notifier(None), None)
     handled = (workers.ACCEPTING_CHANGED, signal.SIGCHLD)
@@ -400,7 +408,7 @@ def _send(port: int, name: str, instances: list[tuple[str, bytes]], outcome: Out
             answer = peer.read_pdu(LIMIT)
             waited = time.monotonic() - ended
             status = rawpdu.response_status(answer)
-            if status != scp.SUCCESS:
+            if status != objectstore.SUCCESS:
                 outcome.failures.append(
                     f"{name}: {uid}: status {status} after {waited:.1f} s (None: no response)"
                 )
