@@ -186,10 +186,6 @@ class Receiver:
             (evt.EVT_C_STORE, self._on_store),
         ]
 
-    def sweep_spool(self) -> None:
-        """Remove the temporary files that a killed receiver left in the spool directory."""
-        objectstore.sweep_spool(self.settings.output_dir)
-
     def stop(self) -> None:
         """Abort every association still running."""
         self.ae.shutdown()

@@ -28,11 +28,9 @@ from types import FrameType
 from dcmrecvd import __version__, logs
 from dcmrecvd.config import asconfig, inifile, tls
 from dcmrecvd.pnd.server import Listener
-from dcmrecvd.receiver import Receiver
 from dcmrecvd.service import systemd, workers
 from dcmrecvd.settings import DCMTK_CONTEXT_LIST_LIMIT, Settings
-from dcmrecvd.store import storage
-from dcmrecvd.store.objectstore import check_output_directory
+from dcmrecvd.store import objectstore, storage
 
 PROGRAM = "dcmrecvd"
 LOG = logging.getLogger("dcmrecv.daemon")
@@ -140,7 +138,7 @@ def _check(loaded: inifile.Config) -> int:
         sys.stderr.write(f"{PROGRAM}: {loaded.path}: [tls]: {exc}\n")
         return EXIT_CONFIG
     # Only a warning: under systemd, StateDirectory= creates the directory at start.
-    reason = check_output_directory(loaded.settings.output_dir)
+    reason = objectstore.check_output_directory(loaded.settings.output_dir)
     if reason is not None:
         sys.stderr.write(
             f"{PROGRAM}: warning: {loaded.path}: output-directory"
@@ -230,7 +228,7 @@ def _tls_context(settings: Settings) -> ssl.SSLContext | None:
 
 def _foreground(loaded: inifile.Config, *, detached: bool = False) -> int:
     logs.use_handler(_log_handler(loaded.settings, detached), loaded.settings)
-    reason = check_output_directory(loaded.settings.output_dir)
+    reason = objectstore.check_output_directory(loaded.settings.output_dir)
     if reason is not None:
         LOG.critical("cannot use output directory %s: %s", loaded.settings.output_dir, reason)
         return EXIT_CANNOT_CREATE
@@ -332,7 +330,7 @@ class Service:
         for handled in workers.PARENT_SIGNALS:
             signal.signal(handled, self._on_signal)
         # Only at start: later, the temporary files in the spool are the workers', in use.
-        Receiver(self.loaded.settings, self.loaded.profile).sweep_spool()
+        objectstore.sweep_spool(self.loaded.settings.output_dir)
         for name, listener in self.listeners.items():
             host, port = listener.address
             LOG.info(
@@ -452,7 +450,7 @@ class Service:
         self.notifier.reloading()
         try:
             loaded = _read(self.loaded.path)
-            reason = check_output_directory(loaded.settings.output_dir)
+            reason = objectstore.check_output_directory(loaded.settings.output_dir)
             if reason is not None:
                 raise inifile.ConfigError(
                     loaded.path, None, f"output-directory {loaded.settings.output_dir}: {reason}"
