@@ -54,7 +54,7 @@ from dcmrecvd.pnd import (
     streaming,
 )
 from dcmrecvd.profiles import Profile
-from dcmrecvd.settings import Settings
+from dcmrecvd.settings import MAX_PDU, Settings
 from dcmrecvd.stats import Stats
 from dcmrecvd.store import filemeta, objectstore
 
@@ -74,8 +74,6 @@ REJECT_LOCAL_LIMIT_EXCEEDED = (0x02, 0x03, 0x02)  # transient: the free-space re
 # connection closed; the DIMSE timeout (-td) passed.
 PEER_ABORTED = "0006:0317 Peer aborted Association (or never connected)"
 DIMSE_TIMEOUT = "0006:0207 DIMSE No data available (timeout in non-blocking mode)"
-# DCMTK's ASC_MAXIMUMPDUSIZE: what it sends at most, and to a peer that sets no limit.
-DCMTK_LARGEST_PDU = 131072
 # PDU header (6 bytes), PDV item header (6): the rest of a P-DATA-TF is the PDV's value.
 PDV_OVERHEAD = 12
 
@@ -100,8 +98,8 @@ def max_send_pdv(peer_maximum: int) -> tuple[int, str | None]:
     """
     length = peer_maximum
     warning = None
-    if length == 0 or length > DCMTK_LARGEST_PDU:
-        length = DCMTK_LARGEST_PDU
+    if length == 0 or length > MAX_PDU:
+        length = MAX_PDU
     elif length % 2:
         warning = f"ASSOC: PDV send length {length} is odd (using {length - 1})"
         length -= 1

@@ -13,6 +13,11 @@ from pathlib import Path
 from dcmrecvd.config.access import AccessPolicy
 from dcmrecvd.config.tls import TlsSettings
 
+# DCMTK's ASC_MINIMUMPDUSIZE and ASC_MAXIMUMPDUSIZE: the range of -pdu and max-pdu, and the
+# largest PDU DCMTK sends (also to a peer that sets no limit).
+MIN_PDU = 4096
+MAX_PDU = 131072
+
 
 class SubdirMode(enum.Enum):
     """-s / +ssd."""

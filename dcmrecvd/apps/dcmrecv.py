@@ -40,6 +40,8 @@ from dcmrecvd.config.tls import (
     cipher_list,
 )
 from dcmrecvd.settings import (
+    MAX_PDU,
+    MIN_PDU,
     DuplicatePolicy,
     LogLevel,
     NamingScheme,
@@ -56,8 +58,6 @@ RCSID = f"$dcmrecvd: {PROGRAM} v{__version__} $"
 EXIT_OK = 0
 EXIT_SYNTAX_ERROR = 1
 
-MIN_PDU = 4096
-MAX_PDU = 131072
 MAX_PORT = 65535
 # sscanf("%lu") on a 64-bit system saturates here.
 _ULONG_MAX = 2**64 - 1

@@ -39,6 +39,8 @@ from dcmrecvd.profiles import (
     all_transfer_syntaxes,
 )
 from dcmrecvd.settings import (
+    MAX_PDU,
+    MIN_PDU,
     DuplicatePolicy,
     LogLevel,
     NamingScheme,
@@ -58,7 +60,7 @@ DAEMON_DEFAULTS = Settings(
     aetitle="DCMRECVD",
     port=11112,
     output_dir="incoming",
-    max_pdu=131072,
+    max_pdu=MAX_PDU,
     host_lookup=False,
     context_list_limit=None,
     log_level=LogLevel.INFO,
@@ -67,8 +69,6 @@ DAEMON_DEFAULTS = Settings(
 
 # Most worker processes [receiver] workers may ask for.
 MAX_WORKERS = 64
-MIN_PDU = 4096
-MAX_PDU = 131072
 # PS3.5 6.2: an AE title is at most 16 characters of the default repertoire, no backslash.
 _AE_TITLE = re.compile(r"[\x20-\x5b\x5d-\x7e]{1,16}")
 _LIST_SEPARATORS = re.compile(r"[\s,]+")
