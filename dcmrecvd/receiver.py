@@ -55,6 +55,7 @@ from dcmrecvd.pnd import (
 )
 from dcmrecvd.profiles import Profile
 from dcmrecvd.settings import MAX_PDU, Settings
+from dcmrecvd.sink import Sink, StoreCommand
 from dcmrecvd.stats import Stats
 from dcmrecvd.store import filemeta, objectstore
 
@@ -427,9 +428,7 @@ class Receiver:
             extra={"SOP_CLASS_UID": sop_class_uid, "SOP_INSTANCE_UID": sop_instance_uid},
         )
 
-    def _serve_store(
-        self, request: fastpath.StoreRequest, sink: streaming.Sink | None
-    ) -> int | Dataset:
+    def _serve_store(self, request: fastpath.StoreRequest, sink: Sink | None) -> int | Dataset:
         """Store one C-STORE request's dataset, now the caller's: the response status."""
         started = time.monotonic()
         instance = {
@@ -449,7 +448,7 @@ class Receiver:
         )
         return response
 
-    def _sink(self, command: streaming.StoreCommand) -> streaming.Sink:
+    def _sink(self, command: StoreCommand) -> Sink:
         """A sink for the dataset of a C-STORE-RQ whose command has arrived."""
         self._announce_store(command.message_id, command.sop_class_uid, command.sop_instance_uid)
         return self.store.sink(command)

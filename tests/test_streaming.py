@@ -11,9 +11,10 @@ from pathlib import Path
 import pytest
 from pydicom import dcmread
 
-from dcmrecvd.pnd import pdulimit, streaming
+from dcmrecvd.pnd import pdulimit
 from dcmrecvd.profiles import Profile
 from dcmrecvd.settings import StorageMode, SubdirMode
+from dcmrecvd.sink import StoreCommand
 from dcmrecvd.store import incoming, storage
 from dcmrecvd.store.freespace import Reserve
 from dcmrecvd.store.objectstore import ObjectStore
@@ -136,7 +137,7 @@ def test_write_error_answers_a700_with_comment_and_association_goes_on(
 def test_empty_dataset_answers_c000(profile: Profile, out: Path, port: int) -> None:
     # A dataset that is only a group the header reader skips is not empty; an empty
     # one cannot be sent by pynetdicom, so the sink is driven directly.
-    command = streaming.StoreCommand(dicomgen.CT, "1.2.3", 1, "1.2.840.10008.1.2.1", "SENDER", 1)
+    command = StoreCommand(dicomgen.CT, "1.2.3", 1, "1.2.840.10008.1.2.1", "SENDER", 1)
     sink = incoming.IncomingObject(
         command,
         bit_preserving=False,

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from pydicom.uid import ExplicitVRLittleEndian
 
-from dcmrecvd.pnd import streaming
+from dcmrecvd.sink import StoreCommand
 from dcmrecvd.store import filemeta, header, incoming, storage
 from dcmrecvd.store.freespace import Reserve
 from tests import dicomgen
@@ -24,7 +24,7 @@ def sink(
     keep_refused: bool = False,
     instance: str = "1.2.3.4.100",
 ) -> incoming.IncomingObject:
-    command = streaming.StoreCommand(dicomgen.CT, instance, 1, ExplicitVRLittleEndian, "SENDER", 1)
+    command = StoreCommand(dicomgen.CT, instance, 1, ExplicitVRLittleEndian, "SENDER", 1)
     return incoming.IncomingObject(
         command,
         bit_preserving=bit_preserving,
@@ -166,7 +166,7 @@ def test_without_the_check_differing_uids_are_stored(tmp_path: Path) -> None:
     target.discard()
 
 
-COMMAND = streaming.StoreCommand(dicomgen.CT, "1.2.3.4", 1, ExplicitVRLittleEndian, "SENDER", 1)
+COMMAND = StoreCommand(dicomgen.CT, "1.2.3.4", 1, ExplicitVRLittleEndian, "SENDER", 1)
 
 
 @pytest.mark.parametrize(
@@ -197,5 +197,5 @@ def test_sop_uid_failure(
 
 
 def test_sop_uid_failure_ignores_the_padding_of_the_request() -> None:
-    padded = streaming.StoreCommand(dicomgen.CT, "1.2.3.4\0", 1, ExplicitVRLittleEndian, "A", 1)
+    padded = StoreCommand(dicomgen.CT, "1.2.3.4\0", 1, ExplicitVRLittleEndian, "A", 1)
     assert incoming.sop_uid_failure(padded, header.Header(dicomgen.CT, "1.2.3.4")) is None

@@ -36,7 +36,8 @@ from pynetdicom.sop_class import uid_to_service_class
 
 from dcmrecvd import logfields
 from dcmrecvd.pnd import responses
-from dcmrecvd.pnd.streaming import COMMAND, LAST, Sink, StoreCommand
+from dcmrecvd.pnd.streaming import COMMAND, LAST
+from dcmrecvd.sink import Sink, StoreCommand
 
 # The name from before the move to packages: -lc files may name it.
 LOG = logging.getLogger("dcmrecvd.fastpath")

@@ -22,10 +22,8 @@ from __future__ import annotations
 import logging
 import struct
 import threading
-from collections.abc import Callable
-from dataclasses import dataclass
 from io import BytesIO
-from typing import Protocol, cast
+from typing import cast
 
 from pydicom.multival import MultiValue
 from pynetdicom.dimse import DIMSEServiceProvider
@@ -35,6 +33,7 @@ from pynetdicom.events import Event
 from pynetdicom.pdu_primitives import P_DATA
 
 from dcmrecvd import logfields
+from dcmrecvd.sink import Discarding, Sink, SinkFactory, StoreCommand
 
 # The name from before the move to packages: -lc files may name it.
 LOG = logging.getLogger("dcmrecvd.streaming")
@@ -44,53 +43,12 @@ COMMAND = 0x01
 LAST = 0x02
 
 
-@dataclass(frozen=True)
-class StoreCommand:
-    """What the C-STORE-RQ command tells before its dataset arrives."""
-
-    sop_class_uid: str
-    sop_instance_uid: str
-    context_id: int
-    # The accepted transfer syntax of the context, None if the context is not accepted.
-    transfer_syntax: str | None
-    calling_ae_title: str
-    message_id: int
-
-
-class Sink(Protocol):
-    """Receives one dataset; called from pynetdicom's DUL thread, must not raise."""
-
-    def write(self, data: memoryview) -> None: ...
-
-    def finish(self) -> None:
-        """The last fragment has arrived."""
-
-    def discard(self) -> None:
-        """The dataset will never be handled (connection lost); free everything."""
-
-
-SinkFactory = Callable[[StoreCommand], Sink]
-
-
 class StreamedDataSet(BytesIO):
     """The empty stand-in for a streamed dataset, carrying its sink."""
 
     def __init__(self, sink: Sink) -> None:
         super().__init__()
         self.sink = sink
-
-
-class Discarding:
-    """A sink that drops the dataset: --ignore, and the rest of one whose sink failed."""
-
-    def write(self, data: memoryview) -> None:
-        pass
-
-    def finish(self) -> None:
-        pass
-
-    def discard(self) -> None:
-        pass
 
 
 class StreamingDIMSE(DIMSEServiceProvider):

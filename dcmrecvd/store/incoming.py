@@ -25,7 +25,7 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-from dcmrecvd.pnd.streaming import StoreCommand
+from dcmrecvd.sink import StoreCommand
 from dcmrecvd.store import filemeta, header, storage, validation
 from dcmrecvd.store.freespace import Reserve
 

@@ -18,8 +18,8 @@ from pathlib import Path
 from pydicom.dataset import Dataset
 
 from dcmrecvd import logfields
-from dcmrecvd.pnd import streaming
 from dcmrecvd.settings import NamingScheme, Settings, StorageMode
+from dcmrecvd.sink import Discarding, Sink, StoreCommand
 from dcmrecvd.stats import Stats
 from dcmrecvd.store import header, incoming, naming, placement, quarantine, storage
 from dcmrecvd.store.freespace import Reserve
@@ -105,10 +105,10 @@ class ObjectStore:
             else None
         )
 
-    def sink(self, command: streaming.StoreCommand) -> streaming.Sink:
+    def sink(self, command: StoreCommand) -> Sink:
         """Where the dataset of a C-STORE-RQ whose command has arrived goes."""
         if self.settings.storage is StorageMode.IGNORE:
-            return streaming.Discarding()
+            return Discarding()
         return incoming.IncomingObject(
             command,
             bit_preserving=self.settings.storage is StorageMode.BIT_PRESERVING,
@@ -119,7 +119,7 @@ class ObjectStore:
             keep_refused=self.quarantine is not None,
         )
 
-    def store(self, sink: streaming.Sink | None) -> int | Dataset:
+    def store(self, sink: Sink | None) -> int | Dataset:
         """Store one received object; the C-STORE response status (with a comment)."""
         if self.settings.storage is StorageMode.IGNORE:
             LOG.debug("received dataset is not stored since the storage mode is set to 'ignore'")
