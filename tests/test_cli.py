@@ -20,14 +20,18 @@ import pytest
 import dcmrecvd
 from dcmrecvd.apps import dcmrecv as cli
 from dcmrecvd.apps.dcmrecv import Help, UsageError, Version, expand_command_files, parse
-from dcmrecvd.config.tls import CrlCheck, KeyFormat, PeerCertificate, TlsProfile, TlsSettings
 from dcmrecvd.settings import (
+    CrlCheck,
     DuplicatePolicy,
+    KeyFormat,
     LogLevel,
     NamingScheme,
+    PeerCertificate,
     Settings,
     StorageMode,
     SubdirMode,
+    TlsProfile,
+    TlsSettings,
 )
 from tests.conftest import free_port
 

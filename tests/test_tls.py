@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from dcmrecvd.config import tls
-from dcmrecvd.config.tls import CrlCheck, PeerCertificate, TlsProfile, TlsSettings
+from dcmrecvd.settings import CrlCheck, PeerCertificate, TlsProfile, TlsSettings
 from tests import dicomgen
 from tests.conftest import free_port
 from tests.peers import LOCALHOST, wait_listening

@@ -31,23 +31,21 @@ import pydicom
 import pynetdicom
 
 from dcmrecvd import __version__, logs
-from dcmrecvd.config.tls import (
-    CrlCheck,
-    KeyFormat,
-    PeerCertificate,
-    TlsProfile,
-    TlsSettings,
-    cipher_list,
-)
+from dcmrecvd.config.tls import cipher_list
 from dcmrecvd.settings import (
     MAX_PDU,
     MIN_PDU,
+    CrlCheck,
     DuplicatePolicy,
+    KeyFormat,
     LogLevel,
     NamingScheme,
+    PeerCertificate,
     Settings,
     StorageMode,
     SubdirMode,
+    TlsProfile,
+    TlsSettings,
 )
 
 PROGRAM = "dcmrecv"

@@ -28,7 +28,6 @@ import pynetdicom.sop_class
 
 from dcmrecvd.config import asconfig
 from dcmrecvd.config.access import AccessPolicy, Network, PeerRule
-from dcmrecvd.config.tls import CrlCheck, PeerCertificate, TlsProfile, TlsSettings
 from dcmrecvd.config.uidnames import is_uid, resolve_dcmtk
 from dcmrecvd.profiles import (
     AcceptedContext,
@@ -41,12 +40,16 @@ from dcmrecvd.profiles import (
 from dcmrecvd.settings import (
     MAX_PDU,
     MIN_PDU,
+    CrlCheck,
     DuplicatePolicy,
     LogLevel,
     NamingScheme,
+    PeerCertificate,
     Settings,
     StorageMode,
     SubdirMode,
+    TlsProfile,
+    TlsSettings,
 )
 
 DEFAULT_PATH = Path("/etc/dcmrecvd/dcmrecvd.conf")

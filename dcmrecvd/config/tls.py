@@ -1,4 +1,4 @@
-"""DICOM TLS (PS3.15 B.9): the server's ssl.SSLContext from TlsSettings.
+"""DICOM TLS (PS3.15 B.9): the server's ssl.SSLContext from settings.TlsSettings.
 
 Every profile keeps TLS 1.2 as the minimum. The BCP 195 profiles offer only ephemeral
 key exchange with AEAD ciphers for TLS 1.2 (TLS 1.3 suites are OpenSSL's, all AEAD);
@@ -9,65 +9,15 @@ says which file or setting is wrong.
 
 from __future__ import annotations
 
-import enum
 import getpass
 import logging
 import ssl
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
+from dcmrecvd.settings import CrlCheck, KeyFormat, PeerCertificate, TlsProfile, TlsSettings
+
 LOG = logging.getLogger("dcmrecv")
-
-
-class TlsProfile(enum.Enum):
-    """DCMTK's security profiles (+py, +px, +pz, +pa, +pn)."""
-
-    BCP195_ND = "bcp195-nd"
-    BCP195 = "bcp195"
-    BCP195_EX = "bcp195-ex"
-    AES = "aes"
-    NULL = "null"
-
-
-class PeerCertificate(enum.Enum):
-    """-rc / -vc / -ic."""
-
-    REQUIRE = "require"
-    VERIFY = "verify"
-    IGNORE = "ignore"
-
-
-class CrlCheck(enum.Enum):
-    """+crv (leaf) / +cra (whole chain); NONE without a CRL."""
-
-    NONE = "none"
-    LEAF = "leaf"
-    CHAIN = "chain"
-
-
-class KeyFormat(enum.Enum):
-    PEM = "pem"
-    DER = "der"
-
-
-@dataclass(frozen=True)
-class TlsSettings:
-    """What the TLS listener needs; None password means ask on the terminal if needed."""
-
-    private_key: Path
-    certificate: Path
-    password: str | None = None
-    key_format: KeyFormat = KeyFormat.PEM
-    ca_files: tuple[Path, ...] = ()
-    ca_directories: tuple[Path, ...] = ()
-    crl_files: tuple[Path, ...] = ()
-    crl_check: CrlCheck = CrlCheck.NONE
-    profile: TlsProfile = TlsProfile.BCP195_ND
-    # OpenSSL cipher names added to the profile's (TLS 1.2).
-    ciphers: tuple[str, ...] = ()
-    dh_parameters: Path | None = None
-    peer_certificate: PeerCertificate = PeerCertificate.REQUIRE
 
 
 class TlsError(Exception):
