@@ -18,7 +18,7 @@ from dataclasses import dataclass, replace
 from typing import cast
 
 from pydicom.dataset import Dataset
-from pynetdicom import AE, evt, register_uid
+from pynetdicom import AE, evt
 from pynetdicom.association import Association
 from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.events import Event, EventHandlerType
@@ -28,8 +28,6 @@ from pynetdicom.pdu_primitives import (
     SCP_SCU_RoleSelectionNegotiation,
     SOPClassExtendedNegotiation,
 )
-from pynetdicom.service_class import ServiceClass, StorageServiceClass
-from pynetdicom.sop_class import uid_to_service_class
 
 from dcmrecvd import dumps, logfields
 from dcmrecvd.config import access
@@ -45,12 +43,8 @@ from dcmrecvd.negotiation import (
     representable,
 )
 from dcmrecvd.pnd import (
-    dispatch,
+    association,
     fastpath,
-    pdulimit,
-    quietlog,
-    reactor,
-    responses,
     streaming,
 )
 from dcmrecvd.profiles import Profile
@@ -77,18 +71,6 @@ PEER_ABORTED = "0006:0317 Peer aborted Association (or never connected)"
 DIMSE_TIMEOUT = "0006:0207 DIMSE No data available (timeout in non-blocking mode)"
 # PDU header (6 bytes), PDV item header (6): the rest of a P-DATA-TF is the PDV's value.
 PDV_OVERHEAD = 12
-
-
-def register_storage_classes(profile: Profile) -> None:
-    """Make pynetdicom take every abstract syntax of the profile that it does not know
-    (a private one) for a storage class, so that the fast path serves its C-STOREs.
-
-    dispatch.py serves any C-STORE by its command, whatever class it names.
-    """
-    for context in profile.contexts:
-        uid = context.abstract_syntax
-        if uid_to_service_class(uid) is ServiceClass:
-            register_uid(uid, "DcmrecvdPrivate_" + uid.replace(".", "_"), StorageServiceClass)
 
 
 def max_send_pdv(peer_maximum: int) -> tuple[int, str | None]:
@@ -166,10 +148,10 @@ class Receiver:
         self.ae.dimse_timeout = settings.dimse_timeout
         self.ae.network_timeout = settings.dimse_timeout or DEFAULT_NETWORK_TIMEOUT
         # Admission counts associations itself, across reloads (pynetdicom counts per AE).
-        self.ae.maximum_associations = 2**31 - 1
+        self.ae.maximum_associations = association.UNLIMITED_ASSOCIATIONS
         self.store = objectstore.ObjectStore(settings, self.stats)
         for served in (profile, *self.peer_profiles.values()):
-            register_storage_classes(served)
+            association.register_storage_classes(served)
 
     def handlers(self) -> list[EventHandlerType]:
         return [
@@ -204,17 +186,10 @@ class Receiver:
             f": {why}" if why else "",
             extra={"REJECT_REASON": reason},
         )
-        event.assoc.acse.send_reject(*rsd)
-        # Without kill() the reactor closes the socket before the DUL thread has sent
-        # the A-ASSOCIATE-RJ (pynetdicom 3.0).
-        event.assoc.kill()
+        association.reject(event.assoc, rsd)
 
     def _on_connection_open(self, event: Event) -> None:
-        reactor.install(event.assoc)
-        quietlog.install(event.assoc)
-        limit = pdulimit.limit_for(self.ae.maximum_pdu_size)
-        if limit is not None:
-            pdulimit.install(event.assoc, limit)
+        association.on_connection_open(event.assoc, self.ae.maximum_pdu_size)
 
     def _on_requested(self, event: Event) -> None:
         """Apply DCMTK's association policy before pynetdicom negotiates."""
@@ -267,10 +242,7 @@ class Receiver:
                 event, REJECT_NO_ACCEPTABLE_CONTEXTS, "no acceptable presentation contexts"
             )
             return
-        streaming.install(event.assoc, self._sink)
-        dispatch.install(event.assoc, self._refuse_request)
-        responses.install(event.assoc)
-        fastpath.install(event.assoc, self._serve_store)
+        association.on_accept(event.assoc, self._sink, self._refuse_request, self._serve_store)
         self._apply(event, outcome, profile)
 
     def _on_closed(self, event: Event) -> None:
@@ -378,14 +350,10 @@ class Receiver:
             return
         info.abort_said = True
         assoc = event.assoc
-        dimse = assoc.dimse
-        streaming_dimse = dimse if isinstance(dimse, streaming.StreamingDIMSE) else None
-        # pynetdicom limit: EVT_ABORTED tells neither who aborted nor why. Association
-        # .abort sets _sent_abort (our refusals, the network timeout, shutdown); the
-        # timeout leaves the DUL's idle timer expired.
-        ours = bool(getattr(assoc, "_sent_abort", False)) or info.protocol_abort
-        timed_out = ours and assoc.dul.idle_timer_expired()
-        interrupted = streaming_dimse.interrupted() if streaming_dimse is not None else None
+        # The timeout leaves the DUL's idle timer expired.
+        ours = association.aborted_by_us(assoc) or info.protocol_abort
+        timed_out = ours and association.idle_timed_out(assoc)
+        interrupted = association.interrupted(assoc)
         if interrupted is not None and (timed_out or not ours):
             LOG.error(
                 "Unable to receive dataset on presentation context 0: %s",

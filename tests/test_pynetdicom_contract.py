@@ -45,6 +45,7 @@ ASSOCIATION = (
     "_kill",  # reactor: ends the association loop
     "_reactor_checkpoint",  # reactor: waited on as pynetdicom's loop does
     "_run_reactor",  # reactor: replaced by a loop that blocks instead of polling
+    "_sent_abort",  # association.aborted_by_us: set by Association.abort
     "_serve_request",  # dispatch: replaced per association (storage-only refusals)
     "abort",
     "accepted_contexts",

@@ -30,7 +30,7 @@ import logging
 from collections.abc import Callable
 from typing import cast
 
-from pynetdicom.association import Association
+from pynetdicom.dimse import DIMSEServiceProvider
 from pynetdicom.dimse_primitives import (
     C_ECHO,
     C_STORE,
@@ -158,17 +158,6 @@ def _uids_from_dataset(request: C_STORE) -> None:
         return
 
 
-def install(assoc: Association, refusal: Refusal) -> None:
-    """Serve `assoc`'s requests by command, calling `refusal` for those refused.
-
-    Call after streaming.install, before the association is accepted.
-    """
-    dimse = assoc.dimse
-    if not isinstance(dimse, StreamingDIMSE):
-        raise TypeError("dispatch.install needs the streaming DIMSE provider")
-    # The same class swap as streaming.install: the provider is made by Association.
-    dimse.__class__ = StorageOnlyDIMSE
-    storage_only = cast(StorageOnlyDIMSE, dimse)
-    storage_only._refusal = refusal
-    # The association thread and pynetdicom's N-EVENT-REPORT thread both call it.
-    assoc._serve_request = storage_only.serve_request  # type: ignore[method-assign]
+def prepare(dimse: DIMSEServiceProvider, refusal: Refusal) -> None:
+    """Give `dimse` the state StorageOnlyDIMSE needs: `refusal` logs what it refuses."""
+    cast(StorageOnlyDIMSE, dimse)._refusal = refusal

@@ -29,6 +29,7 @@ from typing import Any, cast
 
 from pydicom.dataset import Dataset
 from pynetdicom import evt
+from pynetdicom.dimse import DIMSEServiceProvider
 from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.pdu_primitives import P_DATA
 from pynetdicom.service_class import StorageServiceClass
@@ -282,14 +283,9 @@ class FastStoreDIMSE(responses.QuickResponseDIMSE):
         super().discard_unclaimed()
 
 
-def install(assoc: object, serve: Serve) -> None:
-    """Serve `assoc`'s plain C-STOREs with `serve`; call after responses.install, from
-    the association thread once its log fields are bound (EVT_REQUESTED)."""
-    dimse = assoc.dimse  # type: ignore[attr-defined]
-    if not isinstance(dimse, responses.QuickResponseDIMSE):
-        raise TypeError("fastpath.install needs the quick-response DIMSE provider")
-    # The same class swap as streaming.install: the provider is made by Association.
-    dimse.__class__ = FastStoreDIMSE
+def prepare(dimse: DIMSEServiceProvider, serve: Serve) -> None:
+    """Give `dimse` the state FastStoreDIMSE needs to serve plain C-STOREs with `serve`;
+    from the association thread once its log fields are bound (EVT_REQUESTED)."""
     fast = cast(FastStoreDIMSE, dimse)
     fast._serve = serve
     fast._fields = dict(logfields.bound())

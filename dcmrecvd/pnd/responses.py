@@ -122,12 +122,3 @@ class QuickResponseDIMSE(StorageOnlyDIMSE):
         pdata = P_DATA()
         pdata.presentation_data_value_list = [[context_id, _LAST_COMMAND_FRAGMENT + command]]  # type: ignore[list-item]
         self.dul.send_pdu(pdata)
-
-
-def install(assoc: object) -> None:
-    """Send `assoc`'s C-STORE responses quickly; call after dispatch.install."""
-    dimse = assoc.dimse  # type: ignore[attr-defined]
-    if not isinstance(dimse, StorageOnlyDIMSE):
-        raise TypeError("responses.install needs the storage-only DIMSE provider")
-    # The same class swap as streaming.install: the provider is made by Association.
-    dimse.__class__ = QuickResponseDIMSE

@@ -238,22 +238,17 @@ def _uid_text(value: object) -> str:
     return str(value)
 
 
-def install(assoc: object, factory: SinkFactory) -> None:
-    """Make `assoc` stream its C-STORE datasets to sinks from `factory`.
-
-    Call before the association is accepted (EVT_REQUESTED, whose thread has the
-    association's log fields bound), so no P-DATA has arrived.
-    """
-    dimse = assoc.dimse  # type: ignore[attr-defined]
-    dimse._sink_factory = factory
-    dimse._stream = None
-    dimse._unclaimed = []
-    dimse._sinks_lock = threading.Lock()
-    dimse._log_fields = dict(logfields.bound())
-    dimse._receiving = None
-    # The provider is created inside Association.__init__; a class swap is the only
-    # way to give it our receive_primitive (pynetdicom swaps message classes alike).
-    dimse.__class__ = StreamingDIMSE
+def prepare(dimse: DIMSEServiceProvider, factory: SinkFactory) -> None:
+    """Give `dimse` the state StreamingDIMSE needs to stream datasets to sinks from
+    `factory`; pnd.association swaps the class in, before the association is accepted
+    (EVT_REQUESTED, whose thread has the association's log fields bound)."""
+    streaming = cast(StreamingDIMSE, dimse)
+    streaming._sink_factory = factory
+    streaming._stream = None
+    streaming._unclaimed = []
+    streaming._sinks_lock = threading.Lock()
+    streaming._log_fields = dict(logfields.bound())
+    streaming._receiving = None
 
 
 def claim(event: Event) -> Sink | None:
