@@ -12,7 +12,7 @@ import pytest
 from dcmrecvd.apps.dcmrecv_life import load_profile
 from dcmrecvd.profiles import Profile
 from dcmrecvd.settings import Settings
-from tests.streaming_peer import STORE_CFG
+from tests.support.streaming_peer import STORE_CFG
 
 
 def free_port() -> int:
