@@ -32,9 +32,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import free_port
 from tests.e2e.container import CLEAN_PATH, Container, booted, wait_for
 from tests.support import dicomgen
+from tests.support.net import free_port
 from tests.support.paths import REPO
 
 pytestmark = [

@@ -19,34 +19,14 @@ from pathlib import Path
 import pytest
 from pydicom import dcmread
 
-from tests.conftest import free_port
 from tests.support import dicomgen
+from tests.support.asconfigs import DCMRECV_CFG
+from tests.support.net import free_port
 from tests.support.peers import wait_listening
 
 pytestmark = [pytest.mark.interop, pytest.mark.slow]
 
 OURS = str(Path(sys.executable).with_name("dcmrecv"))
-
-STORE_CFG = """\
-[[TransferSyntaxes]]
-[Uncompressed]
-TransferSyntax1 = LittleEndianExplicit
-TransferSyntax2 = LittleEndianImplicit
-
-[[PresentationContexts]]
-[Store]
-PresentationContext1 = VerificationSOPClass\\Uncompressed
-PresentationContext2 = CTImageStorage\\Uncompressed
-PresentationContext3 = MRImageStorage\\Uncompressed
-PresentationContext4 = BasicTextSRStorage\\Uncompressed
-PresentationContext5 = EncapsulatedPDFStorage\\Uncompressed
-PresentationContext6 = SecondaryCaptureImageStorage\\Uncompressed
-PresentationContext7 = 1.2.3.4.999.1\\Uncompressed
-
-[[Profiles]]
-[Store]
-PresentationContexts = Store
-"""
 
 
 @dataclass(frozen=True)
@@ -61,7 +41,7 @@ class Run:
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("dcmrecv")
-    (root / "store.cfg").write_text(STORE_CFG)
+    (root / "store.cfg").write_text(DCMRECV_CFG)
     dicomgen.write_all(dicomgen.STANDARD + dicomgen.PRIVATE, root / "objects")
     dicomgen.write_all(dicomgen.HOSTILE, root / "hostile")
     return root

@@ -21,10 +21,10 @@ from pydicom.dataset import Dataset
 from pynetdicom import AE
 from pynetdicom.association import Association
 
-from tests.conftest import free_port
-from tests.interop.test_dcmrecv_interop import STORE_CFG
 from tests.support import dicomgen, rawpdu
-from tests.support.peers import LOCALHOST, wait_listening
+from tests.support.asconfigs import DCMRECV_CFG
+from tests.support.net import LOCALHOST, free_port
+from tests.support.peers import wait_listening
 from tests.support.streaming_peer import body
 from tests.unit.pnd import test_requests
 
@@ -39,7 +39,7 @@ DEADLINE = 30.0
 @pytest.fixture(scope="module")
 def cfg(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("cfg") / "store.cfg"
-    path.write_text(STORE_CFG)
+    path.write_text(DCMRECV_CFG)
     return path
 
 

@@ -24,8 +24,8 @@ from pathlib import Path
 import pytest
 from pydicom import dcmread
 
-from tests.conftest import free_port
 from tests.support import rawpdu
+from tests.support.net import free_port
 from tests.support.peers import wait_listening
 from tests.support.streaming_peer import temp_files
 

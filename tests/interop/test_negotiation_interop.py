@@ -14,7 +14,7 @@ import pytest
 
 from dcmrecvd.config import asconfig
 from dcmrecvd.profiles import BUILTIN_VERIFICATION, Profile
-from tests.conftest import free_port
+from tests.support.net import free_port
 from tests.support.peers import Observed, Proposal, ac_dump, dcmtk_receiver, our_receiver, probe
 
 pytestmark = pytest.mark.interop

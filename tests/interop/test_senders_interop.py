@@ -19,6 +19,7 @@ from pydicom import dcmread
 
 from tests.interop.test_dcmrecv_interop import meta_of
 from tests.support import senders
+from tests.support.asconfigs import SENDERS_CFG
 from tests.support.senders import DEFLATED_FILE, PRIVATE_FILE, Orthanc, Received, Sent, dataset_part
 
 pytestmark = pytest.mark.interop
@@ -50,7 +51,7 @@ def workspace(tmp_path_factory: pytest.TempPathFactory) -> Workspace:
         pytest.fail(f"missing senders: {', '.join(missing)}: run scripts/peers")
     root = tmp_path_factory.mktemp("senders")
     cfg = root / "senders.cfg"
-    cfg.write_text(senders.SENDERS_CFG)
+    cfg.write_text(SENDERS_CFG)
     return Workspace(root, cfg, senders.write_objects(root / "objects"), senders.dcmtk_dcmrecv())
 
 

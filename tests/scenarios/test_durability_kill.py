@@ -15,10 +15,11 @@ import pytest
 from pydicom.dataset import FileMetaDataset
 from pydicom.uid import UID, ExplicitVRLittleEndian
 
-from tests.conftest import free_port
 from tests.support import dicomgen
+from tests.support.asconfigs import STORE_CFG
+from tests.support.net import free_port
 from tests.support.peers import wait_listening
-from tests.support.streaming_peer import STORE_CFG, final_files, temp_files, wait_until
+from tests.support.streaming_peer import final_files, temp_files, wait_until
 
 pytestmark = pytest.mark.slow
 

@@ -12,9 +12,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.conftest import free_port
+from tests.support.asconfigs import STORE_CFG
+from tests.support.net import free_port
 from tests.support.peers import wait_listening
-from tests.support.streaming_peer import STORE_CFG, association, dataset, final_files
+from tests.support.streaming_peer import association, dataset, final_files
 
 HELD = 1100
 

@@ -33,8 +33,9 @@ from pydicom import dcmread
 
 from dcmrecvd.receiver import Receiver
 from dcmrecvd.settings import Settings
-from tests.conftest import free_port
-from tests.support import rawpdu
+from tests.support import asconfigs, rawpdu
+from tests.support.asconfigs import VERIFY_CT_CFG
+from tests.support.net import free_port
 from tests.support.peers import our_receiver
 from tests.support.streaming_peer import body, final_files, temp_files, wait_until
 
@@ -167,7 +168,7 @@ def receiving(tmp_path: Path) -> Iterator[Run]:
     out.mkdir()
     port = free_port()
     config = Settings(port=port, output_dir=str(out), acse_timeout=TIMEOUT, dimse_timeout=TIMEOUT)
-    with our_receiver(rawpdu.profile(tmp_path), port, config) as receiver:
+    with our_receiver(asconfigs.load(tmp_path, VERIFY_CT_CFG), port, config) as receiver:
         yield Run(receiver, port, out)
 
 

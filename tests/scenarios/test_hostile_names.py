@@ -24,9 +24,10 @@ from pynetdicom import AE
 
 from dcmrecvd.receiver import Receiver
 from dcmrecvd.settings import NamingScheme, Settings, StorageMode, SubdirMode
-from tests.conftest import free_port
-from tests.support import dicomgen, rawpdu
-from tests.support.peers import LOCALHOST, our_receiver
+from tests.support import asconfigs, dicomgen, rawpdu
+from tests.support.asconfigs import VERIFY_CT_CFG
+from tests.support.net import LOCALHOST, free_port
+from tests.support.peers import our_receiver
 from tests.support.streaming_peer import final_files, temp_files, wait_until
 
 SCHEMES = list(NamingScheme)
@@ -94,7 +95,7 @@ def receiver(tmp_path: Path, **changes: object) -> Iterator[tuple[Receiver, int,
         Settings(port=port, output_dir=str(out), acse_timeout=2, dimse_timeout=2),
         **changes,  # type: ignore[arg-type]
     )
-    with our_receiver(rawpdu.profile(tmp_path), port, settings) as running:
+    with our_receiver(asconfigs.load(tmp_path, VERIFY_CT_CFG), port, settings) as running:
         yield running, port, out
         wait_until(lambda: not running.ae.active_associations, what="associations ended")
     assert temp_files(out) == []

@@ -27,9 +27,9 @@ from pydicom.dataset import Dataset
 from dcmrecvd.profiles import Profile
 from dcmrecvd.settings import NamingScheme, StorageMode, SubdirMode
 from dcmrecvd.store import storage
-from tests.conftest import free_port
 from tests.support import dicomgen
 from tests.support.forgetfs import Model
+from tests.support.net import free_port
 from tests.support.paths import REPO
 from tests.support.peers import our_receiver
 from tests.support.streaming_peer import (

@@ -17,8 +17,9 @@ from pathlib import Path
 import pytest
 
 from dcmrecvd.settings import Settings
-from tests.conftest import free_port
-from tests.support import rawpdu
+from tests.support import asconfigs, rawpdu
+from tests.support.asconfigs import VERIFY_CT_CFG
+from tests.support.net import free_port
 from tests.support.peers import our_receiver, wait_listening
 from tests.support.streaming_peer import final_files, temp_files, wait_until
 
@@ -33,7 +34,7 @@ DCMRECV = str(Path(sys.executable).with_name("dcmrecv"))
 def receiver_port(tmp_path: Path, out: Path) -> Iterator[int]:
     port = free_port()
     settings = Settings(port=port, output_dir=str(out), acse_timeout=TIMEOUT, dimse_timeout=TIMEOUT)
-    with our_receiver(rawpdu.profile(tmp_path), port, settings) as receiver:
+    with our_receiver(asconfigs.load(tmp_path, VERIFY_CT_CFG), port, settings) as receiver:
         yield port
         wait_until(lambda: not receiver.ae.active_associations, what="associations ended")
 
@@ -171,7 +172,7 @@ def test_a_pdu_trickled_into_an_association_is_cut(receiver_port: int, out: Path
 def test_dcmrecv_program_cuts_idle_and_stalled_peers(out: Path, tmp_path: Path) -> None:
     port = free_port()
     cfg = tmp_path / "store.cfg"
-    cfg.write_text(rawpdu.PROFILE_CFG)
+    cfg.write_text(VERIFY_CT_CFG)
     args = ["-ta", str(TIMEOUT), "-td", str(TIMEOUT), "-xf", str(cfg), "Store", "-od", str(out)]
     proc = subprocess.Popen(
         [DCMRECV, *args, str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL

@@ -48,9 +48,10 @@ from dcmrecvd.pnd.server import Listener
 from dcmrecvd.receiver import Receiver
 from dcmrecvd.service import systemd, workers
 from dcmrecvd.store import objectstore
-from tests.conftest import free_port
-from tests.support import dicomgen, rawpdu
-from tests.support.peers import LOCALHOST, our_receiver
+from tests.support import asconfigs, dicomgen, rawpdu
+from tests.support.asconfigs import VERIFY_CT_CFG
+from tests.support.net import LOCALHOST, free_port
+from tests.support.peers import our_receiver
 from tests.support.streaming_peer import final_files, settings, wait_until
 from tests.unit.apps.test_dcmrecvd import Daemon, conf, dcmrecvd
 
@@ -81,7 +82,7 @@ def test_a_store_served_before_the_association_thread_marks_it_established_is_an
     monkeypatch.setattr(Receiver, "_serve_store", serving)
     monkeypatch.setattr(Receiver, "_on_accepted", held)
     port = free_port()
-    with our_receiver(rawpdu.profile(tmp_path), port, settings(port, out)):
+    with our_receiver(asconfigs.load(tmp_path, VERIFY_CT_CFG), port, settings(port, out)):
         peer = rawpdu.Peer(port)
         assert peer.associate()
         assert peer.store(1, "1.2.3.4", rawpdu.explicit_dataset("1.2.3.4")) == objectstore.SUCCESS
@@ -101,7 +102,9 @@ def test_a_user_primitive_after_the_dul_aborted_is_dropped_with_its_event(
     ACSE timeout, 30 s) ended Sta13. Here the primitive comes while the DUL is reading
     a PDU that the peer completes afterwards."""
     port = free_port()
-    with our_receiver(rawpdu.profile(tmp_path), port, settings(port, out)) as receiver:
+    with our_receiver(
+        asconfigs.load(tmp_path, VERIFY_CT_CFG), port, settings(port, out)
+    ) as receiver:
         peer = rawpdu.Peer(port)
         assert peer.associate()
         after = rawpdu.p_data(rawpdu.pdv(1, 0, b"xx"))

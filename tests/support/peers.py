@@ -21,8 +21,7 @@ from dcmrecvd.pnd.server import Listener, Serving
 from dcmrecvd.profiles import Profile
 from dcmrecvd.receiver import Receiver
 from dcmrecvd.settings import Settings
-
-LOCALHOST = "127.0.0.1"
+from tests.support.net import LOCALHOST
 
 
 def wait_listening(

@@ -10,16 +10,12 @@ import socket
 import struct
 import time
 from collections.abc import Iterable
-from pathlib import Path
 
 from pynetdicom import AE
 
-from dcmrecvd.apps.dcmrecv_life import load_profile
-from dcmrecvd.profiles import Profile
-from dcmrecvd.settings import Settings
 from tests.support import dicomgen
+from tests.support.net import LOCALHOST
 
-LOCALHOST = "127.0.0.1"
 APPLICATION_CONTEXT = "1.2.840.10008.3.1.1.1"
 VERIFICATION = "1.2.840.10008.1.1"
 CT = "1.2.840.10008.5.1.4.1.1.2"
@@ -44,30 +40,6 @@ C_STORE_RQ = 0x0001
 C_ECHO_RQ = 0x0030
 DATASET_PRESENT = 0x0000
 NO_DATASET = 0x0101
-
-
-# Verification and CT, Explicit or Implicit VR Little Endian.
-PROFILE_CFG = """\
-[[TransferSyntaxes]]
-[Uncompressed]
-TransferSyntax1 = LittleEndianExplicit
-TransferSyntax2 = LittleEndianImplicit
-
-[[PresentationContexts]]
-[Store]
-PresentationContext1 = VerificationSOPClass\\Uncompressed
-PresentationContext2 = CTImageStorage\\Uncompressed
-
-[[Profiles]]
-[Store]
-PresentationContexts = Store
-"""
-
-
-def profile(directory: Path) -> Profile:
-    cfg = directory / "store.cfg"
-    cfg.write_text(PROFILE_CFG)
-    return load_profile(Settings(config_file=cfg, profile_name="Store"))
 
 
 def good_peer(port: int, sop_instance: str) -> tuple[int, int]:

@@ -24,42 +24,16 @@ from pathlib import Path
 
 from pydicom.data import get_testdata_file
 
-from tests.conftest import free_port
 from tests.support import dicomgen
+from tests.support.net import LOCALHOST, free_port
 from tests.support.paths import REPO
-from tests.support.peers import LOCALHOST, wait_listening
+from tests.support.peers import wait_listening
 
 OURS = str(Path(sys.executable).with_name("dcmrecv"))
 NODE_DIR = REPO / "tests" / "senders" / "node"
 CALLED = "ANY"
 DEADLINE = 60.0
 
-# Compressed syntaxes first: a receiver picks the first of its own list that the sender
-# proposes, so objects travel as they are stored wherever the sender offers that.
-SENDERS_CFG = """\
-[[TransferSyntaxes]]
-[AsSent]
-TransferSyntax1 = JPEGLossless:Non-hierarchical-1stOrderPrediction
-TransferSyntax2 = JPEGBaseline
-TransferSyntax3 = DeflatedLittleEndianExplicit
-TransferSyntax4 = LittleEndianExplicit
-TransferSyntax5 = BigEndianExplicit
-TransferSyntax6 = LittleEndianImplicit
-
-[[PresentationContexts]]
-[Senders]
-PresentationContext1 = VerificationSOPClass\\AsSent
-PresentationContext2 = CTImageStorage\\AsSent
-PresentationContext3 = MRImageStorage\\AsSent
-PresentationContext4 = SecondaryCaptureImageStorage\\AsSent
-PresentationContext5 = BasicTextSRStorage\\AsSent
-PresentationContext6 = ComprehensiveSRStorage\\AsSent
-PresentationContext7 = 1.2.3.4.999.1\\AsSent
-
-[[Profiles]]
-[Senders]
-PresentationContexts = Senders
-"""
 
 GENERATED = {
     "ct.dcm": dicomgen.Spec(dicomgen.CT, "1.2.3.4.100"),

@@ -21,6 +21,7 @@ from pynetdicom.dimse_primitives import C_STORE
 from dcmrecvd.settings import Settings
 from dcmrecvd.store import storage
 from tests.support import dicomgen
+from tests.support.net import LOCALHOST
 
 
 def settings(port: int, out: Path, **changes: Any) -> Settings:
@@ -28,22 +29,6 @@ def settings(port: int, out: Path, **changes: Any) -> Settings:
     return dataclasses.replace(Settings(port=port, output_dir=str(out)), **changes)
 
 
-# One profile, Store: CT in Explicit VR Little Endian.
-STORE_CFG = """\
-[[TransferSyntaxes]]
-[Uncompressed]
-TransferSyntax1 = LittleEndianExplicit
-
-[[PresentationContexts]]
-[Store]
-PresentationContext1 = CTImageStorage\\Uncompressed
-
-[[Profiles]]
-[Store]
-PresentationContexts = Store
-"""
-
-LOCALHOST = "127.0.0.1"
 # Our receiver's default max PDU; fragments of this size reach it one at a time.
 PDU = 16384
 

@@ -18,8 +18,8 @@ from pynetdicom.pdu_primitives import SOPClassExtendedNegotiation
 
 from dcmrecvd.dumps import ContextDump, Negotiation, Pdu, dump
 from dcmrecvd.negotiation import Result
-from tests.conftest import free_port
-from tests.support.peers import LOCALHOST, wait_listening
+from tests.support.net import LOCALHOST, free_port
+from tests.support.peers import wait_listening
 
 CT = "1.2.840.10008.5.1.4.1.1.2"
 MR = "1.2.840.10008.5.1.4.1.1.4"

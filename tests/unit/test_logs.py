@@ -5,7 +5,6 @@ from __future__ import annotations
 import io
 import logging
 import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -13,25 +12,8 @@ import pytest
 from dcmrecvd import logs
 from dcmrecvd.settings import LogLevel, Settings
 
-TOUCHED = ("", "dcmrecv", "pynetdicom", "pydicom", "cfgtest")
-
-
-@pytest.fixture(autouse=True)
-def restore_logging() -> Iterator[None]:
-    """Undo what setup() does to the process-wide logging (pytest's handlers stay)."""
-    levels = {name: logging.getLogger(name).level for name in TOUCHED}
-    handlers = list(logging.getLogger().handlers)
-    yield
-    root = logging.getLogger()
-    for handler in root.handlers[:]:
-        if not type(handler).__module__.startswith("_pytest"):
-            root.removeHandler(handler)
-            handler.close()
-    for handler in handlers:
-        if handler not in root.handlers and not type(handler).__module__.startswith("_pytest"):
-            root.addHandler(handler)
-    for name, level in levels.items():
-        logging.getLogger(name).setLevel(level)
+# Every test here sets up process-wide logging.
+pytestmark = pytest.mark.usefixtures("restore_logging")
 
 
 def configured(level: LogLevel) -> io.StringIO:

@@ -16,7 +16,8 @@ from dcmrecvd.settings import Settings
 from dcmrecvd.store import filemeta, objectstore, storage
 from dcmrecvd.store.freespace import Reserve
 from tests.support import dicomgen
-from tests.support.peers import LOCALHOST, Proposal, our_receiver, probe
+from tests.support.net import LOCALHOST
+from tests.support.peers import Proposal, our_receiver, probe
 from tests.support.streaming_peer import wait_until
 
 CT_PROPOSAL = Proposal(contexts=((dicomgen.CT, (ExplicitVRLittleEndian,)),))

@@ -6,11 +6,9 @@ same argument vectors through DCMTK's dcmrecv and ours and compare what comes ou
 
 from __future__ import annotations
 
-import logging
 import subprocess
 import sys
 import types
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,23 +31,10 @@ from dcmrecvd.settings import (
     TlsProfile,
     TlsSettings,
 )
-from tests.conftest import free_port
+from tests.support.net import free_port
 
-TOUCHED = ("", "dcmrecv", "pynetdicom", "pydicom")
-
-
-@pytest.fixture(autouse=True)
-def restore_logging() -> Iterator[None]:
-    """main() sets up process-wide logging; undo it (pytest's handlers stay)."""
-    levels = {name: logging.getLogger(name).level for name in TOUCHED}
-    yield
-    root = logging.getLogger()
-    for handler in root.handlers[:]:
-        if not type(handler).__module__.startswith("_pytest"):
-            root.removeHandler(handler)
-            handler.close()
-    for name, level in levels.items():
-        logging.getLogger(name).setLevel(level)
+# Every test here sets up process-wide logging.
+pytestmark = pytest.mark.usefixtures("restore_logging")
 
 
 def settings(*args: str) -> Settings:

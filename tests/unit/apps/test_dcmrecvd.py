@@ -24,11 +24,11 @@ from pynetdicom import AE
 from pynetdicom.association import Association
 
 from dcmrecvd.config import asconfig
-from tests.conftest import free_port
 from tests.support import dicomgen
 from tests.support.journald import private_journald
+from tests.support.net import LOCALHOST, free_port
 from tests.support.paths import REPO
-from tests.support.peers import LOCALHOST, wait_listening
+from tests.support.peers import wait_listening
 
 pytestmark = pytest.mark.slow
 

@@ -18,7 +18,7 @@ from dcmrecvd.config import inifile
 from dcmrecvd.config.access import AccessPolicy, Admission, PeerRule, Rejection, decide
 from dcmrecvd.pnd.server import Listener, Serving
 from dcmrecvd.receiver import Receiver
-from tests.support.peers import LOCALHOST
+from tests.support.net import LOCALHOST
 
 CT = "1.2.840.10008.5.1.4.1.1.2"
 MR = "1.2.840.10008.5.1.4.1.1.4"

@@ -22,8 +22,9 @@ from pynetdicom.dsutils import encode
 from dcmrecvd.pnd import fastpath
 from dcmrecvd.receiver import Receiver
 from dcmrecvd.store import objectstore
-from tests.conftest import free_port
-from tests.support import rawpdu
+from tests.support import asconfigs, rawpdu
+from tests.support.asconfigs import VERIFY_CT_CFG
+from tests.support.net import free_port
 from tests.support.peers import our_receiver
 from tests.support.streaming_peer import final_files, settings, temp_files, wait_until
 
@@ -118,7 +119,9 @@ def served(tmp_path: Path, out: Path, monkeypatch: pytest.MonkeyPatch) -> Iterat
 
     monkeypatch.setattr(fastpath.FastStoreDIMSE, "_finish", counting)
     port = free_port()
-    with our_receiver(rawpdu.profile(tmp_path), port, settings(port, out)) as receiver:
+    with our_receiver(
+        asconfigs.load(tmp_path, VERIFY_CT_CFG), port, settings(port, out)
+    ) as receiver:
         finished.insert(0, str(port))
         yield finished
         wait_until(lambda: not receiver.ae.active_associations, what="associations ended")
@@ -174,7 +177,7 @@ def test_a_failing_store_answers_a_processing_failure_and_leaves_nothing(
 
     monkeypatch.setattr(Receiver, "_serve_store", failing)
     port = free_port()
-    with our_receiver(rawpdu.profile(tmp_path), port, settings(port, out)):
+    with our_receiver(asconfigs.load(tmp_path, VERIFY_CT_CFG), port, settings(port, out)):
         peer = rawpdu.Peer(port)
         assert peer.associate()
         assert peer.store(1, "1.2.3.7", rawpdu.explicit_dataset("1.2.3.7")) == 0xC211

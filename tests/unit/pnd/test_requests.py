@@ -24,7 +24,8 @@ from dcmrecvd.profiles import Profile
 from dcmrecvd.receiver import DIMSE_TIMEOUT, PEER_ABORTED, max_send_pdv
 from dcmrecvd.settings import StorageMode
 from dcmrecvd.store import objectstore
-from tests.support import rawpdu
+from tests.support import asconfigs, rawpdu
+from tests.support.asconfigs import VERIFY_CT_CFG
 from tests.support.peers import our_receiver
 from tests.support.streaming_peer import body, final_files, settings, temp_files, wait_until
 
@@ -157,7 +158,7 @@ class Session:
 
 @pytest.fixture
 def cfg_profile(tmp_path: Path) -> Profile:
-    return rawpdu.profile(tmp_path)
+    return asconfigs.load(tmp_path, VERIFY_CT_CFG)
 
 
 @pytest.fixture

@@ -11,11 +11,12 @@ from pynetdicom.dimse_messages import C_STORE_RSP
 from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.dsutils import encode
 
-from dcmrecvd.apps.dcmrecv_life import load_profile
 from dcmrecvd.pnd import responses
 from dcmrecvd.settings import Settings
+from tests.support import asconfigs
+from tests.support.asconfigs import STORE_CFG
 from tests.support.peers import our_receiver
-from tests.support.streaming_peer import STORE_CFG, association, dataset, final_files
+from tests.support.streaming_peer import association, dataset, final_files
 
 
 def response(status: int, **fields: object) -> C_STORE:
@@ -57,9 +58,7 @@ def test_same_bytes_as_pynetdicom(rsp: C_STORE) -> None:
 def test_a_store_is_answered_without_pynetdicoms_encoder(
     tmp_path: Path, port: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    cfg = tmp_path / "store.cfg"
-    cfg.write_text(STORE_CFG)
-    profile = load_profile(Settings(config_file=cfg, profile_name="Store"))
+    profile = asconfigs.load(tmp_path, STORE_CFG)
     out = tmp_path / "out"
     out.mkdir()
     encoded: list[C_STORE] = []

@@ -10,7 +10,7 @@ from pynetdicom import AE
 from dcmrecvd.config import inifile
 from dcmrecvd.pnd.server import Listener, Serving
 from dcmrecvd.receiver import Receiver
-from tests.support.peers import LOCALHOST
+from tests.support.net import LOCALHOST
 
 VERIFICATION = "1.2.840.10008.1.1"
 

@@ -11,8 +11,8 @@ import pytest
 
 from dcmrecvd.service import workers
 from dcmrecvd.stats import Totals
-from tests.conftest import free_port
 from tests.support import dicomgen
+from tests.support.net import free_port
 from tests.unit.apps.test_dcmrecvd import DEADLINE, children, conf, ct, dcmrecvd, requestor
 
 pytestmark = pytest.mark.slow
