@@ -1,7 +1,7 @@
 """Every knob of the receiver, with DCMTK dcmrecv 3.6.7's defaults.
 
-The command line (cli.py) and, later, the daemon's INI file both produce one frozen
-Settings; the receiver reads nothing else.
+dcmrecv's command line (apps/dcmrecv.py) and the daemon's INI file (config/inifile.py)
+both produce one frozen Settings; the receiver and the store read nothing else.
 """
 
 from __future__ import annotations

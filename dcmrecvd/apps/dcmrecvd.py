@@ -282,7 +282,7 @@ def _detached(loaded: inifile.Config, pidfile: Path) -> int:
 class Service:
     """The daemon's main loop: supervise the workers, reload on SIGHUP, drain on SIGTERM.
 
-    The workers (workers.py) serve; this process only forks, watches and signals them,
+    The workers (service/workers.py) serve; this process only forks, watches and signals them,
     and speaks to systemd for all of them.
     """
 

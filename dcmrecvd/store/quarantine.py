@@ -7,7 +7,7 @@ would have been stored (meta header and the received dataset), named
 `<UTC time>-<random>.dcm`, with `<same>.txt` beside it giving the reason and the
 request's UIDs. When the directory would grow past its limit, the oldest pairs go
 first; an object larger than the whole limit is not kept. The directory is never under
-the output directory (config.py checks), so nothing here is ever taken for a stored
+the output directory (config/inifile.py checks), so nothing here is ever taken for a stored
 object.
 """
 
