@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 
 @dataclass(frozen=True)
@@ -38,6 +38,16 @@ class Sink(Protocol):
 
 
 SinkFactory = Callable[[StoreCommand], Sink]
+
+
+@runtime_checkable
+class DatasetUids(Protocol):
+    """A sink that reads its dataset's own SOP Class and Instance UIDs, for a request
+    whose command lacks them."""
+
+    def dataset_uids(self) -> tuple[str, str]:
+        """The dataset's SOP Class and Instance UIDs, "" where it has none (yet)."""
+        ...
 
 
 class Discarding:

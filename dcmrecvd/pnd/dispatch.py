@@ -42,7 +42,7 @@ from pynetdicom.presentation import PresentationContext
 from pynetdicom.service_class import StorageServiceClass, VerificationServiceClass
 
 from dcmrecvd.pnd.streaming import StreamedDataSet, StreamingDIMSE
-from dcmrecvd.store.incoming import IncomingObject
+from dcmrecvd.sink import DatasetUids
 
 LOG = logging.getLogger("dcmrecv")
 
@@ -146,14 +146,14 @@ def refusal_response(request: DIMSEPrimitive) -> DIMSEPrimitive:
 def _uids_from_dataset(request: C_STORE) -> None:
     dataset = request.DataSet
     sink = dataset.sink if isinstance(dataset, StreamedDataSet) else None
-    if not isinstance(sink, IncomingObject):
+    if not isinstance(sink, DatasetUids):
         return
-    found = sink.header
+    sop_class_uid, sop_instance_uid = sink.dataset_uids()
     try:
-        if not request.AffectedSOPClassUID and found.sop_class_uid:
-            request.AffectedSOPClassUID = found.sop_class_uid
-        if not request.AffectedSOPInstanceUID and found.sop_instance_uid:
-            request.AffectedSOPInstanceUID = found.sop_instance_uid
+        if not request.AffectedSOPClassUID and sop_class_uid:
+            request.AffectedSOPClassUID = sop_class_uid
+        if not request.AffectedSOPInstanceUID and sop_instance_uid:
+            request.AffectedSOPInstanceUID = sop_instance_uid
     except ValueError:  # pynetdicom refuses a malformed UID; naming will fail on it
         return
 

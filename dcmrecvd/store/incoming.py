@@ -132,6 +132,11 @@ class IncomingObject:
             self.command.sop_instance_uid.strip(" ") or self.header.sop_instance_uid,
         )
 
+    def dataset_uids(self) -> tuple[str, str]:
+        """The dataset's own SOP Class/Instance UIDs from its header, "" where it has none
+        (sink.DatasetUids: the DIMSE path fills a request's missing ones with them)."""
+        return self.header.sop_class_uid, self.header.sop_instance_uid
+
     def write(self, data: memoryview) -> None:
         with self._lock:
             self.received += len(data)

@@ -221,6 +221,16 @@ def test_c_stores_dcmrecv_stores_are_stored_and_the_association_goes_on(
     assert not any(line.startswith("E:") for line in lines(log))
 
 
+def test_a_request_without_its_uids_is_answered_with_the_datasets(session: Session) -> None:
+    # The response names the class and instance it answers (PS3.7 9.3.1.2): the
+    # dataset's, read by the store, where the command has none.
+    session.store("1.2.3.4.19", store_command("1.2.3.4.19", e0002=None, e1000=None))
+    answer = elements_of(session.peer.read_pdu(timeout=10.0))
+    assert number(answer[0x0900]) == 0x0000
+    assert (answer[0x0002], answer[0x1000]) == (b"1.2.840.10008.5.1.4.1.1.2\0", b"1.2.3.4.19")
+    session.next_store_is_served()
+
+
 def test_without_any_instance_uid_bit_preserving_answers_c000_and_goes_on(
     cfg_profile: Profile, out: Path, port: int
 ) -> None:
