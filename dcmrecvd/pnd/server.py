@@ -13,15 +13,16 @@ import socket
 import socketserver
 import ssl
 import threading
-from typing import TYPE_CHECKING, Any, cast
+from typing import Any, Protocol, cast
 
+from pynetdicom import AE
 from pynetdicom.association import Association
+from pynetdicom.events import EventHandlerType
 from pynetdicom.transport import ThreadedAssociationServer
 
 from dcmrecvd.negotiation import pynetdicom_contexts
-
-if TYPE_CHECKING:
-    from dcmrecvd.receiver import Receiver
+from dcmrecvd.profiles import Profile
+from dcmrecvd.settings import Settings
 
 LOG = logging.getLogger("dcmrecv")
 
@@ -149,11 +150,22 @@ class _SharedSocketServer(ThreadedAssociationServer):
         super().process_request_thread(request, client_address)
 
 
+class Served(Protocol):
+    """What a Serving needs of the receiver it serves (dcmrecvd.receiver.Receiver, a layer
+    above this one: it is named here, not imported)."""
+
+    ae: AE
+    profile: Profile
+    settings: Settings
+
+    def handlers(self) -> list[EventHandlerType]: ...
+
+
 class Serving:
-    """One Receiver accepting associations on a Listener, in a background thread."""
+    """One receiver accepting associations on a Listener, in a background thread."""
 
     def __init__(
-        self, receiver: Receiver, listener: Listener, ssl_context: ssl.SSLContext | None = None
+        self, receiver: Served, listener: Listener, ssl_context: ssl.SSLContext | None = None
     ) -> None:
         self.receiver = receiver
         # make_server() is typed to return its default class; it made one of server_class.

@@ -123,6 +123,42 @@ def test_no_module_imports_a_module_that_imports_it_back() -> None:
     assert cycle(import_graph()) == []
 
 
+# Data flows one way: what each layer must not import (the programs and the daemon's
+# process model sit above the receiver, which sits above the packages it wires).
+FORBIDDEN = {
+    "dcmrecvd.config": (
+        "dcmrecvd.receiver",
+        "dcmrecvd.apps",
+        "dcmrecvd.service",
+        "dcmrecvd.pnd",
+        "dcmrecvd.store",
+    ),
+    "dcmrecvd.pnd": ("dcmrecvd.receiver", "dcmrecvd.apps", "dcmrecvd.service", "dcmrecvd.store"),
+    "dcmrecvd.store": ("dcmrecvd.receiver", "dcmrecvd.apps", "dcmrecvd.service", "dcmrecvd.pnd"),
+    "dcmrecvd.receiver": ("dcmrecvd.apps", "dcmrecvd.service"),
+    "dcmrecvd.service": ("dcmrecvd.apps",),
+}
+
+
+def within(name: str, package: str) -> bool:
+    return name == package or name.startswith(package + ".")
+
+
+def upward(graph: dict[str, set[str]]) -> list[str]:
+    return sorted(
+        f"{name} -> {imported}"
+        for name, deps in graph.items()
+        for layer, forbidden in FORBIDDEN.items()
+        if within(name, layer)
+        for imported in deps
+        if any(within(imported, above) for above in forbidden)
+    )
+
+
+def test_each_layer_imports_only_what_is_below_it() -> None:
+    assert upward(import_graph()) == []
+
+
 def test_the_graph_sees_imports_and_cycles() -> None:
     known = {"p", "p.a", "p.b", "p.sub", "p.sub.c"}
     tree = ast.parse(
@@ -139,6 +175,9 @@ def test_the_graph_sees_imports_and_cycles() -> None:
         "p.sub",
         "p.sub.c",
     }
+    assert upward({"dcmrecvd.store.x": {"dcmrecvd.pnd.streaming", "dcmrecvd.sink"}}) == [
+        "dcmrecvd.store.x -> dcmrecvd.pnd.streaming"
+    ]
     assert cycle({"a": {"b"}, "b": {"c"}, "c": set()}) == []
     assert cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
     assert "dcmrecvd.receiver" in import_graph()["dcmrecvd.apps.dcmrecv_life"]
