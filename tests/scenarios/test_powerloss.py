@@ -28,6 +28,7 @@ from dcmrecvd.profiles import Profile
 from dcmrecvd.settings import NamingScheme, StorageMode, SubdirMode
 from dcmrecvd.store import storage
 from tests.support import dicomgen
+from tests.support.daemon import conf, dcmrecvd, requestor
 from tests.support.forgetfs import Model
 from tests.support.net import free_port
 from tests.support.paths import REPO
@@ -43,7 +44,6 @@ from tests.support.streaming_peer import (
     temp_files,
     wait_until,
 )
-from tests.unit.apps.test_dcmrecvd import conf, dcmrecvd, requestor
 
 # The model alone: what a power cut keeps.
 

@@ -50,10 +50,10 @@ from dcmrecvd.service import systemd, workers
 from dcmrecvd.store import objectstore
 from tests.support import asconfigs, dicomgen, rawpdu
 from tests.support.asconfigs import VERIFY_CT_CFG
+from tests.support.daemon import Daemon, conf, dcmrecvd
 from tests.support.net import LOCALHOST, free_port
 from tests.support.peers import our_receiver
 from tests.support.streaming_peer import final_files, settings, wait_until
-from tests.unit.apps.test_dcmrecvd import Daemon, conf, dcmrecvd
 
 # Bounds every wait of the deterministic tests; far above what any step needs.
 STEP = 5.0

@@ -16,9 +16,9 @@ import pytest
 from dcmrecvd.config import tls
 from dcmrecvd.settings import CrlCheck, PeerCertificate, TlsProfile, TlsSettings
 from tests.support import dicomgen
+from tests.support.daemon import conf, dcmrecvd
 from tests.support.net import LOCALHOST, free_port
 from tests.support.peers import wait_listening
-from tests.unit.apps.test_dcmrecvd import conf, dcmrecvd
 
 OURS = str(Path(sys.executable).with_name("dcmrecv"))
 DEADLINE = 30.0

@@ -12,8 +12,8 @@ import pytest
 from dcmrecvd.service import workers
 from dcmrecvd.stats import Totals
 from tests.support import dicomgen
+from tests.support.daemon import DEADLINE, children, conf, ct, dcmrecvd, requestor
 from tests.support.net import free_port
-from tests.unit.apps.test_dcmrecvd import DEADLINE, children, conf, ct, dcmrecvd, requestor
 
 pytestmark = pytest.mark.slow
 
