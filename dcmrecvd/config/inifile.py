@@ -54,6 +54,8 @@ from dcmrecvd.settings import (
 
 DEFAULT_PATH = Path("/etc/dcmrecvd/dcmrecvd.conf")
 DEFAULT_PROFILE = "default"
+# The name of the configuration that dcmrecvd --no-config gives.
+EMBEDDED = "<embedded defaults>"
 ALL_STORAGE = "all-storage"
 ALL_SYNTAXES = "all"
 
@@ -682,3 +684,8 @@ def load(path: str | Path) -> Config:
         reason = getattr(exc, "strerror", None) or str(exc)
         raise ConfigError(name, None, f"cannot read the configuration file: {reason}") from None
     return parse(text, name)
+
+
+def read(path: str) -> Config:
+    """The configuration in the file at `path`, or the built-in defaults for EMBEDDED."""
+    return parse("", EMBEDDED) if path == EMBEDDED else load(path)

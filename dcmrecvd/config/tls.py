@@ -15,7 +15,14 @@ import ssl
 from collections.abc import Callable
 from pathlib import Path
 
-from dcmrecvd.settings import CrlCheck, KeyFormat, PeerCertificate, TlsProfile, TlsSettings
+from dcmrecvd.settings import (
+    CrlCheck,
+    KeyFormat,
+    PeerCertificate,
+    Settings,
+    TlsProfile,
+    TlsSettings,
+)
 
 LOG = logging.getLogger("dcmrecv")
 
@@ -136,6 +143,11 @@ def server_context(tls: TlsSettings) -> ssl.SSLContext:
     _load_trust(context, tls)
     context.verify_mode = _VERIFY_MODES[tls.peer_certificate]
     return context
+
+
+def context_for(settings: Settings) -> ssl.SSLContext | None:
+    """The server context of `settings`' TLS listener, None without one."""
+    return None if settings.tls is None else server_context(settings.tls)
 
 
 def cipher_list() -> str:

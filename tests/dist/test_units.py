@@ -19,6 +19,7 @@ import pytest
 
 from tests.support.paths import REPO
 from dcmrecvd.apps import dcmrecvd as daemon
+from dcmrecvd.service import arbiter
 from dcmrecvd.config import inifile
 
 UNITS = REPO / "systemd"
@@ -119,7 +120,7 @@ def test_service_is_rated_safe_enough(verifiable: Path) -> None:
 
 def test_socket_matches_what_the_daemon_looks_for() -> None:
     keys = _keys(SOCKET)
-    assert keys["Socket.FileDescriptorName"] == [daemon.SOCKET_NAME]
+    assert keys["Socket.FileDescriptorName"] == [arbiter.SOCKET_NAME]
     assert keys["Socket.Accept"] == ["no"]
     assert keys["Socket.ListenStream"] == ["104"]
     # `systemctl stop dcmrecvd` must close the port.

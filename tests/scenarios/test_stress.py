@@ -42,11 +42,11 @@ from pynetdicom import transport
 from pynetdicom.events import Event
 
 from dcmrecvd import logs
-from dcmrecvd.apps.dcmrecvd import Service
 from dcmrecvd.config import inifile
 from dcmrecvd.pnd.server import Listener
 from dcmrecvd.receiver import Receiver
 from dcmrecvd.service import systemd, workers
+from dcmrecvd.service.arbiter import Service
 from dcmrecvd.store import objectstore
 from tests.support import asconfigs, dicomgen, rawpdu
 from tests.support.asconfigs import VERIFY_CT_CFG
