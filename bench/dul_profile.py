@@ -24,8 +24,10 @@ from pathlib import Path
 
 from ports import free_port
 
-from dcmrecvd import reactor, scp
-from dcmrecvd.server import Listener, Serving
+from dcmrecvd.apps.dcmrecv_life import load_profile
+from dcmrecvd.pnd import reactor
+from dcmrecvd.pnd.server import Listener, Serving
+from dcmrecvd.receiver import Receiver
 from dcmrecvd.settings import Settings
 
 
@@ -54,7 +56,7 @@ def main() -> int:
             profile_name="Default",
             max_pdu=131072,
         )
-        receiver = scp.Receiver(settings, scp.load_profile(settings))
+        receiver = Receiver(settings, load_profile(settings))
         listener = Listener.bind("127.0.0.1", port)
         serving = Serving(receiver, listener)
         try:

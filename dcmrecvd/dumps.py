@@ -10,8 +10,8 @@ import enum
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from dcmrecvd.config.uidnames import dcmtk_name_of
 from dcmrecvd.negotiation import Result
-from dcmrecvd.uidnames import dcmtk_name_of
 
 _RESULT_TEXT = {
     Result.ACCEPTANCE: "Accepted",

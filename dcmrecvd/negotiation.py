@@ -10,7 +10,7 @@ class that has an accepted context, whether or not the requestor asked.
 already prefers the acceptor's transfer-syntax order and refuses with 3 and 4 as DCMTK
 does; what it cannot express (DCMTK's role table, extended items nobody asked for, an
 A-ASSOCIATE-RJ when no context is acceptable) the receiver applies from `negotiate`'s
-outcome before pynetdicom negotiates (see scp.py).
+outcome before pynetdicom negotiates (see receiver.py).
 """
 
 from __future__ import annotations

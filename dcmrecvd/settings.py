@@ -1,7 +1,7 @@
 """Every knob of the receiver, with DCMTK dcmrecv 3.6.7's defaults.
 
-The command line (cli.py) and, later, the daemon's INI file both produce one frozen
-Settings; the receiver reads nothing else.
+dcmrecv's command line (apps/dcmrecv.py) and the daemon's INI file (config/inifile.py)
+both produce one frozen Settings; the receiver and the store read nothing else.
 """
 
 from __future__ import annotations
@@ -10,8 +10,12 @@ import enum
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from dcmrecvd.access import AccessPolicy
-from dcmrecvd.tls import TlsSettings
+from dcmrecvd.config.access import AccessPolicy
+
+# DCMTK's ASC_MINIMUMPDUSIZE and ASC_MAXIMUMPDUSIZE: the range of -pdu and max-pdu, and the
+# largest PDU DCMTK sends (also to a peer that sets no limit).
+MIN_PDU = 4096
+MAX_PDU = 131072
 
 
 class SubdirMode(enum.Enum):
@@ -64,6 +68,56 @@ class LogLevel(enum.Enum):
 
 # DCMTK 3.6.7 caps an SCP presentation-context list at 128 entries; dcmrecvd lifts it.
 DCMTK_CONTEXT_LIST_LIMIT = 128
+
+
+class TlsProfile(enum.Enum):
+    """DCMTK's security profiles (+py, +px, +pz, +pa, +pn)."""
+
+    BCP195_ND = "bcp195-nd"
+    BCP195 = "bcp195"
+    BCP195_EX = "bcp195-ex"
+    AES = "aes"
+    NULL = "null"
+
+
+class PeerCertificate(enum.Enum):
+    """-rc / -vc / -ic."""
+
+    REQUIRE = "require"
+    VERIFY = "verify"
+    IGNORE = "ignore"
+
+
+class CrlCheck(enum.Enum):
+    """+crv (leaf) / +cra (whole chain); NONE without a CRL."""
+
+    NONE = "none"
+    LEAF = "leaf"
+    CHAIN = "chain"
+
+
+class KeyFormat(enum.Enum):
+    PEM = "pem"
+    DER = "der"
+
+
+@dataclass(frozen=True)
+class TlsSettings:
+    """What the TLS listener needs; None password means ask on the terminal if needed."""
+
+    private_key: Path
+    certificate: Path
+    password: str | None = None
+    key_format: KeyFormat = KeyFormat.PEM
+    ca_files: tuple[Path, ...] = ()
+    ca_directories: tuple[Path, ...] = ()
+    crl_files: tuple[Path, ...] = ()
+    crl_check: CrlCheck = CrlCheck.NONE
+    profile: TlsProfile = TlsProfile.BCP195_ND
+    # OpenSSL cipher names added to the profile's (TLS 1.2).
+    ciphers: tuple[str, ...] = ()
+    dh_parameters: Path | None = None
+    peer_certificate: PeerCertificate = PeerCertificate.REQUIRE
 
 
 @dataclass(frozen=True)

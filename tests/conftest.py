@@ -2,25 +2,17 @@
 
 from __future__ import annotations
 
+import logging
 import shutil
-import socket
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from dcmrecvd import scp
 from dcmrecvd.profiles import Profile
-from dcmrecvd.settings import Settings
-from tests.streaming_peer import STORE_CFG
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
+from tests.support import asconfigs
+from tests.support.asconfigs import STORE_CFG
+from tests.support.net import free_port
 
 
 @pytest.fixture
@@ -48,6 +40,27 @@ def out(tmp_path: Path) -> Path:
 @pytest.fixture
 def profile(tmp_path: Path) -> Profile:
     """The profile Store of STORE_CFG (CT in Explicit VR Little Endian), loaded as -xf."""
-    cfg = tmp_path / "store.cfg"
-    cfg.write_text(STORE_CFG)
-    return scp.load_profile(Settings(config_file=cfg, profile_name="Store"))
+    return asconfigs.load(tmp_path, STORE_CFG)
+
+
+# The loggers that logs.setup() and the programs' main() configure.
+_LOGGERS = ("", "dcmrecv", "pynetdicom", "pydicom", "cfgtest")
+
+
+@pytest.fixture
+def restore_logging() -> Iterator[None]:
+    """Undo what logs.setup() does to the process-wide logging: levels and handlers come
+    back as they were (pytest's own handlers stay)."""
+    levels = {name: logging.getLogger(name).level for name in _LOGGERS}
+    handlers = list(logging.getLogger().handlers)
+    yield
+    root = logging.getLogger()
+    for handler in root.handlers[:]:
+        if not type(handler).__module__.startswith("_pytest"):
+            root.removeHandler(handler)
+            handler.close()
+    for handler in handlers:
+        if handler not in root.handlers and not type(handler).__module__.startswith("_pytest"):
+            root.addHandler(handler)
+    for name, level in levels.items():
+        logging.getLogger(name).setLevel(level)

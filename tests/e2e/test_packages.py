@@ -32,9 +32,10 @@ from pathlib import Path
 
 import pytest
 
-from tests import dicomgen
-from tests.conftest import free_port
 from tests.e2e.container import CLEAN_PATH, Container, booted, wait_for
+from tests.support import dicomgen
+from tests.support.net import free_port
+from tests.support.paths import REPO
 
 pytestmark = [
     pytest.mark.slow,
@@ -42,7 +43,7 @@ pytestmark = [
     pytest.mark.skipif(os.geteuid() != 0, reason="debootstrap and systemd-nspawn need root"),
 ]
 
-ROOT = Path(__file__).parents[2]
+ROOT = REPO
 CONF = "/etc/dcmrecvd/dcmrecvd.conf"
 DATA = "/var/lib/dcmrecvd"
 CALLING = "E2ESCU"

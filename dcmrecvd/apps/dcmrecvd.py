@@ -1,0 +1,238 @@
+"""dcmrecvd: the receiver as a systemd service, or as a classic daemon: the start-up.
+
+Reads the arguments and the configuration, checks it (--check-config, --print-asconfig),
+sets up logging, takes the listening sockets (systemd's or its own), detaches if asked,
+and hands over to the arbiter (service/arbiter.py), the parent of the worker processes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import logging.handlers
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from dcmrecvd import __version__, logs
+from dcmrecvd.config import asconfig, inifile, tls
+from dcmrecvd.pnd.server import Listener
+from dcmrecvd.service import arbiter, systemd
+from dcmrecvd.settings import DCMTK_CONTEXT_LIST_LIMIT, Settings
+from dcmrecvd.store import objectstore
+
+PROGRAM = "dcmrecvd"
+LOG = logging.getLogger("dcmrecv.daemon")
+
+# With the arbiter's EXIT_OK and EXIT_UNAVAILABLE, which its main loop returns too.
+EXIT_USAGE = 2
+# sysexits.h: EX_CONFIG (systemd's RestartPreventExitStatus can name it) and friends.
+EXIT_CONFIG = 78
+EXIT_CANNOT_CREATE = 73
+
+
+def _arguments(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog=PROGRAM,
+        description="DICOM storage receiver (the dcmrecv receiver as a system service).",
+    )
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument(
+        "--config",
+        type=Path,
+        default=inifile.DEFAULT_PATH,
+        metavar="FILE",
+        help=f"INI configuration file (default: {inifile.DEFAULT_PATH})",
+    )
+    source.add_argument(
+        "--no-config",
+        action="store_true",
+        help="read no file: the embedded defaults (every storage SOP class, port 11112,"
+        " files into ./incoming)",
+    )
+    actions = parser.add_mutually_exclusive_group()
+    actions.add_argument(
+        "--check-config",
+        action="store_true",
+        help="check the configuration, print what is wrong (file:line: reason) and exit",
+    )
+    actions.add_argument(
+        "--print-asconfig",
+        action="store_true",
+        help="print the configured profiles as a DCMTK association configuration file",
+    )
+    parser.add_argument(
+        "--daemon",
+        action="store_true",
+        help="detach from the terminal (hosts without systemd only; needs --pidfile)",
+    )
+    parser.add_argument("--pidfile", type=Path, metavar="FILE", help="pidfile for --daemon")
+    parser.add_argument("--version", action="version", version=f"{PROGRAM} {__version__}")
+    args = parser.parse_args(argv)
+    if args.daemon and args.pidfile is None:
+        parser.error("--daemon needs --pidfile")
+    if args.pidfile is not None and not args.daemon:
+        parser.error("--pidfile goes with --daemon")
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """dcmrecvd's command line; the exit status."""
+    args = _arguments(argv)
+    try:
+        loaded = inifile.read(inifile.EMBEDDED if args.no_config else str(args.config))
+    except inifile.ConfigError as exc:
+        sys.stderr.write(f"{PROGRAM}: {exc}\n")
+        return EXIT_CONFIG
+    if args.check_config:
+        return _check(loaded)
+    if args.print_asconfig:
+        return _print_asconfig(loaded)
+    if args.daemon:
+        return _detached(loaded, args.pidfile)
+    return _foreground(loaded)
+
+
+def _check(loaded: inifile.Config) -> int:
+    try:
+        tls.context_for(loaded.settings)
+    except tls.TlsError as exc:
+        sys.stderr.write(f"{PROGRAM}: {loaded.path}: [tls]: {exc}\n")
+        return EXIT_CONFIG
+    # Only a warning: under systemd, StateDirectory= creates the directory at start.
+    reason = objectstore.check_output_directory(loaded.settings.output_dir)
+    if reason is not None:
+        sys.stderr.write(
+            f"{PROGRAM}: warning: {loaded.path}: output-directory"
+            f" {loaded.settings.output_dir}: {reason}\n"
+        )
+    sys.stdout.write(
+        f"{PROGRAM}: {loaded.path}: configuration is valid; profile {loaded.profile.name}"
+        f" with {len(loaded.profile.contexts)} presentation contexts\n"
+    )
+    return arbiter.EXIT_OK
+
+
+def _print_asconfig(loaded: inifile.Config) -> int:
+    # The file's profiles, and the one in force when it is the embedded default.
+    profiles = list(loaded.profiles.values())
+    if loaded.profile.name not in loaded.profiles:
+        profiles.append(loaded.profile)
+    document = asconfig.from_profiles(profiles)
+    sys.stdout.write(asconfig.render(document))
+    for profile in profiles:
+        if len(profile.contexts) > DCMTK_CONTEXT_LIST_LIMIT:
+            sys.stderr.write(
+                f"{PROGRAM}: warning: profile {profile.name} has {len(profile.contexts)}"
+                f" presentation contexts; DCMTK 3.6.7 accepts at most"
+                f" {DCMTK_CONTEXT_LIST_LIMIT} in one list (3.6.8 and later accept it)\n"
+            )
+    return arbiter.EXIT_OK
+
+
+# --- logging -----------------------------------------------------------------------------
+
+
+def _log_handler(settings: Settings, detached: bool) -> logging.Handler:
+    destination = settings.log_destination
+    if destination == "auto":
+        fallback = "syslog" if detached else "stderr"
+        destination = "journal" if systemd.under_systemd() else fallback
+    if destination == "journal":
+        return systemd.journal_handler(PROGRAM)
+    handler: logging.Handler
+    if destination == "syslog":
+        handler = logging.handlers.SysLogHandler("/dev/log")
+        handler.setFormatter(logging.Formatter(f"{PROGRAM}[%(process)d]: %(message)s"))
+        return handler
+    if destination == "stderr":
+        handler = logging.StreamHandler(sys.stderr)
+    else:
+        handler = logging.handlers.WatchedFileHandler(destination, encoding="utf-8")
+    handler.setFormatter(logs.DcmtkFormatter())
+    return handler
+
+
+# --- the service -------------------------------------------------------------------------
+
+
+def _listeners(settings: Settings) -> dict[str, Listener]:
+    """The plain listener, and the TLS one when [tls] is configured: systemd's sockets
+    by name when it passes them, else bound here."""
+    inherited = systemd.inherited_sockets()
+    wanted = [arbiter.SOCKET_NAME, *([arbiter.TLS_SOCKET_NAME] if settings.tls is not None else [])]
+    # A socket unit without FileDescriptorName= passes "unknown": that is the plain one.
+    if arbiter.SOCKET_NAME not in inherited and "unknown" in inherited:
+        inherited[arbiter.SOCKET_NAME] = inherited.pop("unknown")
+    listeners: dict[str, Listener] = {}
+    for name in wanted:
+        sockets = inherited.get(name, [])
+        if sockets:
+            listeners[name] = Listener(sockets.pop(0), inherited=True)
+    for extra in (sock for group in inherited.values() for sock in group):
+        LOG.warning("ignoring an inherited socket not named %s: %s", " or ".join(wanted), extra)
+        extra.close()
+    ports = {arbiter.SOCKET_NAME: settings.port, arbiter.TLS_SOCKET_NAME: settings.tls_port}
+    try:
+        for name in wanted:
+            if name not in listeners:
+                listeners[name] = Listener.bind(settings.bind_address, ports[name])
+    except OSError:
+        for listener in listeners.values():
+            listener.close()
+        raise
+    return listeners
+
+
+def _foreground(loaded: inifile.Config, *, detached: bool = False) -> int:
+    logs.use_handler(_log_handler(loaded.settings, detached), loaded.settings)
+    reason = objectstore.check_output_directory(loaded.settings.output_dir)
+    if reason is not None:
+        LOG.critical("cannot use output directory %s: %s", loaded.settings.output_dir, reason)
+        return EXIT_CANNOT_CREATE
+    try:
+        watchdog = systemd.watchdog_interval()
+    except systemd.SystemdError as exc:
+        LOG.critical("%s", exc)
+        return EXIT_USAGE
+    try:
+        context = tls.context_for(loaded.settings)
+    except tls.TlsError as exc:
+        LOG.critical("cannot set up TLS: %s", exc)
+        return EXIT_CONFIG
+    try:
+        listeners = _listeners(loaded.settings)
+    except (OSError, systemd.SystemdError) as exc:
+        LOG.critical("cannot listen: %s", exc)
+        return arbiter.EXIT_UNAVAILABLE
+    notifier = systemd.Notifier.from_environment()
+    return arbiter.Service(loaded, context, listeners, notifier, watchdog).run()
+
+
+def _detached(loaded: inifile.Config, pidfile: Path) -> int:
+    if systemd.under_systemd() or "INVOCATION_ID" in os.environ or "NOTIFY_SOCKET" in os.environ:
+        sys.stderr.write(
+            f"{PROGRAM}: --daemon is for hosts without systemd; under systemd run in the"
+            " foreground (Type=notify)\n"
+        )
+        return EXIT_USAGE
+    # Imported here: only classic mode needs python-daemon.
+    import daemon  # noqa: PLC0415
+    import daemon.pidfile  # noqa: PLC0415
+
+    lock = daemon.pidfile.TimeoutPIDLockFile(str(pidfile.absolute()), acquire_timeout=0)
+    if lock.is_locked():
+        owner = lock.read_pid()
+        sys.stderr.write(f"{PROGRAM}: {pidfile} is held by process {owner}: already running?\n")
+        return arbiter.EXIT_UNAVAILABLE
+    context = daemon.DaemonContext(
+        detach_process=True,
+        pidfile=lock,
+        working_directory=os.getcwd(),
+        umask=0o022,
+        # Our own handlers queue signals; python-daemon's would end the process at once.
+        signal_map={},
+    )
+    with context:
+        return _foreground(loaded, detached=True)

@@ -1,0 +1,273 @@
+"""The object store: where a received object goes and what its C-STORE status is.
+
+Like DCMTK's DcmStorageSCP under the receiver's policy: a sink for each incoming dataset,
+then naming, the series-date subdirectory, placement under the duplicate policy, the free-
+space reserve and quarantine, each with DCMTK dcmrecv's log line. The output-directory check
+and the spool sweep live here too, so that a program can check or clean the store without
+building a receiver.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from datetime import datetime
+from pathlib import Path
+
+from pydicom.dataset import Dataset
+
+from dcmrecvd import logfields
+from dcmrecvd.settings import NamingScheme, Settings, StorageMode
+from dcmrecvd.sink import Discarding, Sink, StoreCommand
+from dcmrecvd.stats import Stats
+from dcmrecvd.store import header, incoming, naming, placement, quarantine, storage
+from dcmrecvd.store.freespace import Reserve
+
+LOG = logging.getLogger("dcmrecv")
+
+# C-STORE statuses dcmrecv sends, with the text of its "Sending C-STORE Response" line.
+SUCCESS = 0x0000
+OUT_OF_RESOURCES = 0xA700
+CANNOT_UNDERSTAND = 0xC000
+# dcmrecvd's check-sop-uids, as storescp (DCMTK's dcmrecv never sends it).
+DATASET_DOES_NOT_MATCH = 0xA900
+# The duplicate policy "reject" (PS3.7 C.4.2.1.2 has no storage-specific code for it).
+DUPLICATE_SOP_INSTANCE = 0x0111
+STATUS_TEXT = {
+    SUCCESS: "Success",
+    OUT_OF_RESOURCES: "Refused: OutOfResources",
+    CANNOT_UNDERSTAND: "Error: CannotUnderstand",
+    DATASET_DOES_NOT_MATCH: "Error: DataSetDoesNotMatchSOPClass",
+    DUPLICATE_SOP_INSTANCE: "Failed: DuplicateSOPInstance",
+}
+
+
+def check_output_directory(directory: str) -> str | None:
+    """DCMTK's reason why `directory` cannot take files, or None when it can."""
+    path = Path(directory or ".")
+    if not path.is_dir():
+        return "Directory does not exist"
+    if not os.access(path, os.W_OK | os.X_OK):
+        return "Directory is not writable"
+    return None
+
+
+def sweep_spool(output_dir: str) -> None:
+    """Remove the temporary files that a killed receiver left in the spool directory."""
+    spool = storage.spool_directory(output_dir)
+    removed = storage.sweep(spool)
+    if removed:
+        LOG.warning(
+            "removed %d temporary file(s) of an interrupted receiver from %s",
+            len(removed),
+            spool,
+        )
+
+
+def join_path(directory: str, name: str) -> str:
+    """DCMTK's combineDirAndFilename: relative stays relative, trailing '/' dropped."""
+    if not directory:
+        return name
+    return f"{directory.rstrip('/')}/{name}"
+
+
+def _exists(directory: Path, name: str) -> bool:
+    try:
+        (directory / name).lstat()
+    except FileNotFoundError:
+        return False
+    return True
+
+
+def _failure(status: int, comment: str) -> Dataset:
+    """A failure response with an Error Comment (LO: at most 64 characters)."""
+    response = Dataset()
+    response.Status = status
+    response.ErrorComment = comment[:64]
+    return response
+
+
+class ObjectStore:
+    """The files of one receiver's settings; `stats` counts what it stores."""
+
+    def __init__(self, settings: Settings, stats: Stats) -> None:
+        self.settings = settings
+        self.stats = stats
+        self.namer = naming.FileNamer(settings.naming, settings.extension, int(time.time()))
+        self.spool = storage.spool_directory(settings.output_dir)
+        self.reserve = Reserve(
+            settings.free_space_reserve_bytes, settings.free_space_reserve_percent
+        )
+        self.quarantine = (
+            quarantine.Quarantine(Path(settings.quarantine_dir), settings.quarantine_max_bytes)
+            if settings.quarantine_dir is not None
+            else None
+        )
+
+    def sink(self, command: StoreCommand) -> Sink:
+        """Where the dataset of a C-STORE-RQ whose command has arrived goes."""
+        if self.settings.storage is StorageMode.IGNORE:
+            return Discarding()
+        return incoming.IncomingObject(
+            command,
+            bit_preserving=self.settings.storage is StorageMode.BIT_PRESERVING,
+            spool=self.spool,
+            reserve=self.reserve,
+            space_directory=self.settings.output_dir,
+            check_sop_uids=self.settings.check_sop_uids,
+            keep_refused=self.quarantine is not None,
+        )
+
+    def store(self, sink: Sink | None) -> int | Dataset:
+        """Store one received object; the C-STORE response status (with a comment)."""
+        if self.settings.storage is StorageMode.IGNORE:
+            LOG.debug("received dataset is not stored since the storage mode is set to 'ignore'")
+            return SUCCESS
+        if not isinstance(sink, incoming.IncomingObject):
+            # The command said that no dataset follows: nothing to store, ever.
+            LOG.error("cannot store received object: the request has no dataset")
+            return _failure(CANNOT_UNDERSTAND, "C-STORE request without a dataset")
+        try:
+            return self._store_object(sink)
+        finally:
+            sink.discard()  # nothing left to remove once the object is in place
+
+    def _store_object(self, obj: incoming.IncomingObject) -> int | Dataset:
+        failure = obj.failure
+        if failure is not None and failure.kind in (
+            incoming.FailureKind.EMPTY,
+            incoming.FailureKind.NO_CONTEXT,
+        ):
+            return CANNOT_UNDERSTAND
+        if failure is not None and failure.kind in incoming.REFUSED:
+            return self._refuse(obj, failure)
+        if failure is not None and failure.kind is incoming.FailureKind.BAD_META:
+            LOG.error(
+                "cannot generate directory or file name for received object: %s", failure.detail
+            )
+            return CANNOT_UNDERSTAND
+        sop_class, sop_instance = obj.sop_uids
+        bit_preserving = self.settings.storage is StorageMode.BIT_PRESERVING
+        try:
+            directory = self._directory(obj.header, bit_preserving)
+            # The first name, for the error lines; unique schemes may take another.
+            name = self._name(directory, sop_class, sop_instance)
+        except naming.NamingError as exc:
+            LOG.error("cannot generate directory or file name for received object: %s", exc)
+            return CANNOT_UNDERSTAND
+        if failure is not None and failure.kind is incoming.FailureKind.NO_SPACE:
+            LOG.warning("cannot store received object: %s", failure.detail)
+            return _failure(OUT_OF_RESOURCES, "free space below the reserve")
+        if failure is not None:
+            LOG.error(
+                "cannot store received object: %s: %s",
+                join_path(directory, name),
+                failure.detail,
+            )
+            return _failure(OUT_OF_RESOURCES, failure.detail)
+        try:
+            storage.ensure_directory(Path(directory or "."))
+        except storage.StorageError as exc:
+            LOG.error("%s", exc)
+            return _failure(OUT_OF_RESOURCES, "cannot create directory")
+        assert obj.temp is not None
+        names = iter([name])
+        try:
+            placed = placement.place(
+                obj.temp,
+                directory,
+                lambda: next(names, None) or self._name(directory, sop_class, sop_instance),
+                unique=self.settings.naming in (NamingScheme.UNIQUE, NamingScheme.SHORT_UNIQUE),
+                policy=self.settings.duplicates,
+                extension_length=len(os.fsencode(self.settings.extension)),
+                durable=not self.settings.benchmark_skip_fsync,
+                join=join_path,
+            )
+        except naming.NamingError as exc:
+            LOG.error("cannot generate directory or file name for received object: %s", exc)
+            return CANNOT_UNDERSTAND
+        except placement.PlacementError as exc:
+            LOG.error("cannot store received object: %s", exc)
+            return _failure(OUT_OF_RESOURCES, storage.reason(exc.error))
+        return self._report(placed, obj.received)
+
+    def _refuse(self, obj: incoming.IncomingObject, failure: incoming.Failure) -> Dataset:
+        """Answer an object that arrived whole but cannot be stored; keep its bytes if asked.
+
+        DCMTK's dcmrecv aborts the association on a dataset it cannot parse; a failure
+        status lets the sender go on with the rest of its batch.
+        """
+        sop_class, sop_instance = obj.command.sop_class_uid, obj.command.sop_instance_uid
+        fields = {
+            "SOP_CLASS_UID": sop_class,
+            "SOP_INSTANCE_UID": sop_instance,
+            "REFUSED": failure.kind.name,
+        }
+        kept = None
+        if self.quarantine is not None and obj.temp is not None:
+            note = "".join(
+                f"{key}={value}\n"
+                for key, value in {
+                    "REASON": failure.detail,
+                    **fields,
+                    "TRANSFER_SYNTAX_UID": str(obj.command.transfer_syntax),
+                    "DICOM_CALLING_AET": obj.command.calling_ae_title,
+                    **logfields.bound(),
+                }.items()
+            )
+            kept = self.quarantine.keep(obj.temp, note)
+        if kept is not None:
+            fields["QUARANTINE_PATH"] = str(kept)
+        LOG.error(
+            "cannot store received object: %s%s",
+            failure.detail,
+            f" (kept in {kept})" if kept is not None else "",
+            extra=fields,
+        )
+        status = (
+            DATASET_DOES_NOT_MATCH
+            if failure.kind is incoming.FailureKind.SOP_UIDS_DIFFER
+            else CANNOT_UNDERSTAND
+        )
+        return _failure(status, failure.comment)
+
+    def _report(self, placed: placement.Placed, size: int) -> int | Dataset:
+        """Log what placing the object did, as DCMTK words it where DCMTK does it."""
+        outcome = placed.outcome
+        if outcome is placement.Outcome.REPLACED:
+            LOG.warning("file already exists, overwriting: %s", placed.path)
+        elif outcome is placement.Outcome.KEPT_EXISTING:
+            LOG.warning("file already exists, keeping the stored file: %s", placed.path)
+            return SUCCESS
+        elif outcome is placement.Outcome.REJECTED:
+            LOG.warning("file already exists, rejecting the object: %s", placed.path)
+            return _failure(DUPLICATE_SOP_INSTANCE, "duplicate SOP instance")
+        elif outcome is placement.Outcome.STORED_AS_VARIANT:
+            LOG.warning("file already exists, keeping both: %s", placed.clash)
+        self.stats.instance(size)
+        LOG.info(
+            "Stored received object to file: %s",
+            placed.path,
+            extra={"PATH": placed.path, "BYTES": str(size)},
+        )
+        return SUCCESS
+
+    def _name(self, directory: str, sop_class: str, sop_instance: str) -> str:
+        return self.namer.name(
+            sop_class,
+            sop_instance,
+            now=datetime.now(),
+            exists=lambda candidate: _exists(Path(directory or "."), candidate),
+        )
+
+    def _directory(self, found: header.Header, bit_preserving: bool) -> str:
+        """The directory an object goes to: the output directory or a series-date one."""
+        subdir = naming.subdirectory(
+            self.settings.subdir,
+            found.series_date if found.series_date_vr else None,
+            found.series_date_vr or None,
+            datetime.now().date(),
+            dataset_available=not bit_preserving,
+        )
+        return join_path(self.settings.output_dir, subdir) if subdir else self.settings.output_dir

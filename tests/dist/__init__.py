@@ -1,0 +1,1 @@
+"""What is shipped: the Python packages and the systemd units."""

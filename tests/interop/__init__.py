@@ -1,0 +1,1 @@
+"""Side by side with DCMTK's dcmrecv and foreign senders (marked interop)."""

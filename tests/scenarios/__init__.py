@@ -1,0 +1,1 @@
+"""Whole-receiver scenarios: durability, kills, power loss, fuzzing, slow and many peers."""
