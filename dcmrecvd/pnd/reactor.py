@@ -44,9 +44,11 @@ from pynetdicom.pdu_primitives import P_DATA
 
 from dcmrecvd.pnd.streaming import COMMAND
 
-# pynetdicom's own loggers, so these lines read as they did under its reactors.
+# pynetdicom's own loggers, so these lines read as they did under its reactors (its texts
+# only: tests/unit/pnd/test_pynetdicom_log_lines.py); our own lines go to LOG.
 _ASSOCIATION_LOG = logging.getLogger("pynetdicom.association")
 _DUL_LOG = logging.getLogger("pynetdicom.dul")
+LOG = logging.getLogger("dcmrecvd.reactor")
 
 _T = TypeVar("_T")
 
@@ -159,7 +161,7 @@ class BlockingDUL(DULServiceProvider):
                 except queue.Empty:  # not expected: only this thread takes from it
                     continue
                 if self._late(event):
-                    _DUL_LOG.debug("%s dropped: the association is already aborted", event)
+                    LOG.debug("%s dropped: the association is already aborted", event)
                     if event in _USER_EVENTS:
                         # With the primitive that raised it: left queued, it would raise
                         # it again at once, a busy loop until the ARTIM timer ends Sta13.
@@ -388,10 +390,10 @@ class BlockingAssociation(Association):
             self.is_established = False
             evt.trigger(self, evt.EVT_RELEASED, {})
         elif self.acse.is_aborted():
-            aborted = "Association Aborted"
             if self.acse.is_aborted("a-p-abort"):
-                aborted += " (A-P-ABORT)"
-            _ASSOCIATION_LOG.info(aborted)
+                _ASSOCIATION_LOG.info("Association Aborted (A-P-ABORT)")
+            else:
+                _ASSOCIATION_LOG.info("Association Aborted")
             self.dul.receive_pdu(wait=False)  # so that EVT_ACSE_RECV fires
             self.is_aborted = True
             self.is_established = False
