@@ -26,7 +26,7 @@ from types import FrameType
 from dcmrecvd import __version__, logs
 from dcmrecvd.config import inifile, tls
 from dcmrecvd.pnd.server import Listener
-from dcmrecvd.service import systemd, workers
+from dcmrecvd.service import board, systemd, workers
 from dcmrecvd.settings import Settings
 from dcmrecvd.store import objectstore, storage
 
@@ -77,7 +77,7 @@ class Service:
         self.watchdog = watchdog
         self.listeners = listeners
         self.notifier = notifier
-        self.board = workers.Board()
+        self.board = board.Board()
         # pid -> board slot: the generation serving now, and retired ones finishing.
         self.current: dict[int, int] = {}
         self.retired: dict[int, int] = {}

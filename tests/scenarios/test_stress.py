@@ -47,6 +47,7 @@ from dcmrecvd.pnd.server import Listener
 from dcmrecvd.receiver import Receiver
 from dcmrecvd.service import systemd, workers
 from dcmrecvd.service.arbiter import Service
+from dcmrecvd.service.board import Board
 from dcmrecvd.store import objectstore
 from tests.support import asconfigs, dicomgen, rawpdu
 from tests.support.asconfigs import VERIFY_CT_CFG
@@ -141,7 +142,7 @@ class ForkedWorker:
 
     pid: int
     slot: int
-    board: workers.Board
+    board: Board
     port: int
 
     def exit_code(self) -> int:
@@ -166,7 +167,7 @@ def forked_worker(out: Path) -> Iterator[ForkedWorker]:
         "dicom",
         "dicom-tls",
     )
-    board = workers.Board()
+    board = Board()
     worker = ForkedWorker(*workers.spawn(board, generation), board, port)
     try:
         yield worker

@@ -9,8 +9,6 @@ from pathlib import Path
 
 import pytest
 
-from dcmrecvd.service import workers
-from dcmrecvd.stats import Totals
 from tests.support import dicomgen
 from tests.support.daemon import DEADLINE, children, conf, ct, dcmrecvd, requestor
 from tests.support.net import free_port
@@ -128,20 +126,3 @@ def test_a_reload_retires_the_old_workers_after_their_associations(tmp_path: Pat
         wait_children(daemon.proc.pid, lambda pids: pids == new - {old}, "the old worker gone")
         assert daemon.stop() == 0
     assert (out / "CT.1.2.3.4.3").is_file()
-
-
-def test_the_board_keeps_a_reaped_workers_counts() -> None:
-    board = workers.Board()
-    first = board.claim()
-    board.assign(first, 4242)
-    board.slot = first  # as in the worker forked into it
-    board.count(associations=1)
-    board.count(instances=2, size=300)
-    assert board.snapshot().totals == Totals(1, 2, 300)
-    board.release(first)  # reaped
-    assert board.snapshot().totals == Totals(1, 2, 300)
-    second = board.claim()  # the slot taken again, by a new worker
-    board.assign(second, 4243)
-    board.slot = second
-    board.count(instances=1, size=5)
-    assert board.snapshot().totals == Totals(1, 3, 305)
