@@ -23,6 +23,7 @@ from tests.support import dicomgen
 from tests.support.asconfigs import DCMRECV_CFG
 from tests.support.net import free_port
 from tests.support.peers import wait_listening
+from tests.support.streaming_peer import meta_of
 
 pytestmark = [pytest.mark.interop, pytest.mark.slow]
 
@@ -99,11 +100,6 @@ def dataset_bytes(path: Path) -> bytes:
     raw = path.read_bytes()
     meta = dcmread(path, stop_before_pixels=True).file_meta
     return raw[132 + 12 + int(meta.FileMetaInformationGroupLength) :]
-
-
-def meta_of(path: Path, *keywords: str) -> tuple[object, ...]:
-    meta = dcmread(path, stop_before_pixels=True).file_meta
-    return tuple(meta.get(k) for k in keywords)
 
 
 @pytest.mark.parametrize(

@@ -24,7 +24,7 @@ from pynetdicom.association import Association
 from tests.support import dicomgen, rawpdu
 from tests.support.asconfigs import DCMRECV_CFG
 from tests.support.net import LOCALHOST, free_port
-from tests.support.peers import wait_listening
+from tests.support.peers import receiver, wait_listening
 from tests.support.streaming_peer import body
 from tests.unit.pnd import test_requests
 
@@ -41,22 +41,6 @@ def cfg(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("cfg") / "store.cfg"
     path.write_text(DCMRECV_CFG)
     return path
-
-
-@contextmanager
-def receiver(binary: str, args: list[str], log: list[str]) -> Iterator[int]:
-    """`binary` serving on a free port until the block ends; its stderr lines go to `log`."""
-    port = free_port()
-    proc = subprocess.Popen(
-        [binary, *args, str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
-    )
-    try:
-        wait_listening(port, proc)
-        yield port
-    finally:
-        proc.terminate()
-        _, err = proc.communicate(timeout=DEADLINE)
-        log.extend(err.decode(errors="replace").splitlines())
 
 
 def associate(port: int, contexts: list[str], max_pdu: int = 16382) -> Association:

@@ -22,8 +22,8 @@ from pathlib import Path
 import pytest
 from pydicom import dcmread
 
-from tests.interop.test_dcmrecv_network_interop import receiver
 from tests.support import rawpdu
+from tests.support.peers import receiver
 from tests.support.streaming_peer import temp_files
 
 pytestmark = [pytest.mark.interop, pytest.mark.slow]

@@ -17,10 +17,10 @@ from pathlib import Path
 import pytest
 from pydicom import dcmread
 
-from tests.interop.test_dcmrecv_interop import meta_of
 from tests.support import senders
 from tests.support.asconfigs import SENDERS_CFG
 from tests.support.senders import DEFLATED_FILE, PRIVATE_FILE, Orthanc, Received, Sent, dataset_part
+from tests.support.streaming_peer import meta_of
 
 pytestmark = pytest.mark.interop
 

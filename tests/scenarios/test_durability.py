@@ -20,6 +20,7 @@ from dcmrecvd.store.freespace import Reserve
 from tests.support import dicomgen
 from tests.support.peers import Proposal, our_receiver, probe
 from tests.support.streaming_peer import (
+    BIG,
     association,
     body,
     dataset,
@@ -28,7 +29,6 @@ from tests.support.streaming_peer import (
     settings,
     temp_files,
 )
-from tests.unit.pnd.test_streaming import BIG
 
 UID = "1.2.3.4.100"
 NAME = f"CT.{UID}"

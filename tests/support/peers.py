@@ -21,7 +21,7 @@ from dcmrecvd.pnd.server import Listener, Serving
 from dcmrecvd.profiles import Profile
 from dcmrecvd.receiver import Receiver
 from dcmrecvd.settings import Settings
-from tests.support.net import LOCALHOST
+from tests.support.net import LOCALHOST, free_port
 
 
 def wait_listening(
@@ -56,6 +56,22 @@ def dcmtk_receiver(
         proc.wait(timeout=10)
         assert proc.stderr is not None
         proc.stderr.close()
+
+
+@contextmanager
+def receiver(binary: str, args: list[str], log: list[str]) -> Iterator[int]:
+    """`binary` serving on a free port until the block ends; its stderr lines go to `log`."""
+    port = free_port()
+    proc = subprocess.Popen(
+        [binary, *args, str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
+    try:
+        wait_listening(port, proc)
+        yield port
+    finally:
+        proc.terminate()
+        _, err = proc.communicate(timeout=30)
+        log.extend(err.decode(errors="replace").splitlines())
 
 
 @contextmanager

@@ -10,6 +10,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from pydicom import dcmread
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.filebase import DicomBytesIO
 from pydicom.filewriter import write_dataset
@@ -31,6 +32,8 @@ def settings(port: int, out: Path, **changes: Any) -> Settings:
 
 # Our receiver's default max PDU; fragments of this size reach it one at a time.
 PDU = 16384
+# A dataset bigger than the in-memory prefix many times over.
+BIG = 4 * 1024 * 1024
 
 
 def wait_until(condition: Callable[[], bool], timeout: float = 10, what: str = "") -> None:
@@ -84,6 +87,12 @@ def body(path: Path) -> bytes:
     raw = path.read_bytes()
     group_length = int.from_bytes(raw[140:144], "little")
     return raw[144 + group_length :]
+
+
+def meta_of(path: Path, *keywords: str) -> tuple[object, ...]:
+    """The File Meta elements `keywords` of the stored file at `path`."""
+    meta = dcmread(path, stop_before_pixels=True).file_meta
+    return tuple(meta.get(k) for k in keywords)
 
 
 @contextmanager

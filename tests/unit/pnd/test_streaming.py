@@ -21,6 +21,7 @@ from dcmrecvd.store.objectstore import ObjectStore
 from tests.support import dicomgen
 from tests.support.peers import our_receiver
 from tests.support.streaming_peer import (
+    BIG,
     association,
     body,
     dataset,
@@ -31,9 +32,6 @@ from tests.support.streaming_peer import (
     temp_files,
     wait_until,
 )
-
-# Bigger than the in-memory prefix many times over.
-BIG = 4 * 1024 * 1024
 
 
 def nothing_left(out: Path) -> bool:

@@ -17,14 +17,13 @@ from pathlib import Path
 import pydicom
 import pytest
 from pydicom import dcmread
-from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.dataset import Dataset
 from pydicom.encaps import encapsulate
 from pydicom.filebase import DicomBytesIO
 from pydicom.filereader import _read_file_meta_info, read_preamble
-from pydicom.filewriter import write_dataset, write_file_meta_info
+from pydicom.filewriter import write_dataset
 from pydicom.sequence import Sequence
 from pydicom.uid import (
-    UID,
     DeflatedExplicitVRLittleEndian,
     ExplicitVRBigEndian,
     ExplicitVRLittleEndian,
@@ -34,35 +33,14 @@ from pydicom.uid import (
 
 from dcmrecvd.store.validation import _INFLATE_CHUNK, MAX_DEPTH, StreamValidator, ValidationError
 from tests.support import dicomgen
+from tests.support.encoding import deflate, encode, part10
 
 NATIVE = (ImplicitVRLittleEndian, ExplicitVRLittleEndian, ExplicitVRBigEndian)
-FLAGS: dict[str, tuple[bool, bool]] = {
-    ImplicitVRLittleEndian: (True, True),
-    ExplicitVRLittleEndian: (False, True),
-    ExplicitVRBigEndian: (False, False),
-    DeflatedExplicitVRLittleEndian: (False, True),
-    JPEGBaseline8Bit: (False, True),
-}
 ITEM = struct.pack("<HH", 0xFFFE, 0xE000)
 ITEM_END = struct.pack("<HHL", 0xFFFE, 0xE00D, 0)
 SEQUENCE_END = struct.pack("<HHL", 0xFFFE, 0xE0DD, 0)
 UNDEFINED = 0xFFFFFFFF
 LONG_VRS = frozenset(b"OB OD OF OL OV OW SQ SV UC UN UR UT UV".split())
-
-
-def encode(ds: Dataset, syntax: str) -> bytes:
-    """ds as pydicom writes it in syntax (deflated for the deflated syntax)."""
-    buffer = DicomBytesIO()
-    buffer.is_implicit_VR, buffer.is_little_endian = FLAGS[syntax]
-    write_dataset(buffer, ds)
-    if syntax == DeflatedExplicitVRLittleEndian:
-        return deflate(buffer.getvalue())
-    return buffer.getvalue()
-
-
-def deflate(data: bytes) -> bytes:
-    compressor = zlib.compressobj(6, zlib.DEFLATED, -15)
-    return compressor.compress(data) + compressor.flush()
 
 
 def explicit(tag: int, vr: bytes, value: bytes, length: int | None = None) -> bytes:
@@ -587,17 +565,6 @@ MALFORMED = {
     )
     + explicit(0x00100010, b"PN", b"AB"),
 }
-
-
-def part10(dataset: bytes, syntax: str) -> bytes:
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = UID(dicomgen.SC)
-    meta.MediaStorageSOPInstanceUID = UID("1.2.3.4.600")
-    meta.TransferSyntaxUID = UID(syntax)
-    buffer = DicomBytesIO()
-    buffer.is_implicit_VR, buffer.is_little_endian = False, True
-    write_file_meta_info(buffer, meta, enforce_standard=True)
-    return b"\0" * 128 + b"DICM" + buffer.getvalue() + dataset
 
 
 def dcmdump_reads(path: Path) -> bool:

@@ -30,7 +30,7 @@ from pydicom.uid import (
 
 from dcmrecvd.store.validation import StreamValidator
 from tests.support import dicomgen
-from tests.unit.store.test_validation import deflate, encode, part10
+from tests.support.encoding import deflate, encode, part10
 
 SYNTAXES = (
     ImplicitVRLittleEndian,
