@@ -21,12 +21,11 @@ from pydicom.dataset import Dataset
 from pynetdicom import AE
 from pynetdicom.association import Association
 
-from tests.support import dicomgen, rawpdu
+from tests.support import dicomgen, dimse, rawpdu
 from tests.support.asconfigs import DCMRECV_CFG
 from tests.support.net import LOCALHOST, free_port
 from tests.support.peers import receiver, wait_listening
 from tests.support.streaming_peer import body
-from tests.unit.pnd import test_requests
 
 pytestmark = [pytest.mark.interop, pytest.mark.slow]
 
@@ -138,7 +137,7 @@ def _raw_requests(
     log: list[str] = []
     with receiver(binary, ["-xf", str(cfg), "Store", "-od", str(out), *args], log) as port:
         peer = rawpdu.Peer(port)
-        assert peer.associate(rawpdu.associate_rq(test_requests.CONTEXTS, called="ANY"))
+        assert peer.associate(rawpdu.associate_rq(dimse.CONTEXTS, called="ANY"))
         statuses = []
         for pdus in [*requests, _store_pdus("1.2.3.4.99")]:
             peer.send(pdus)
@@ -156,23 +155,23 @@ def _raw_requests(
 
 
 def _store_pdus(uid: str, command_set: bytes | None = None) -> bytes:
-    command = command_set or test_requests.store_command(uid)
-    pdus = rawpdu.p_data(rawpdu.pdv(test_requests.CT_CX, test_requests.COMMAND_LAST, command))
+    command = command_set or dimse.store_command(uid)
+    pdus = rawpdu.p_data(rawpdu.pdv(dimse.CT_CX, dimse.COMMAND_LAST, command))
     dataset = rawpdu.explicit_dataset(uid)
-    return pdus + b"".join(rawpdu.dataset_pdus(test_requests.CT_CX, dataset))
+    return pdus + b"".join(rawpdu.dataset_pdus(dimse.CT_CX, dataset))
 
 
-ui = test_requests.ui
+ui = dimse.ui
 
 
 @pytest.mark.parametrize(
     "command_set",
     [
         # A sender that misread a file.
-        test_requests.store_command("1.2.3.4.10", e0002=ui("31")),
-        test_requests.store_command("1.2.3.4.10", e0002=ui(test_requests.STUDY_ROOT_FIND)),
-        test_requests.store_command("1.2.3.4.10", e0002=ui(dicomgen.MR)),
-        test_requests.store_command("1.2.3.4.10", e0700=test_requests.us(7)),
+        dimse.store_command("1.2.3.4.10", e0002=ui("31")),
+        dimse.store_command("1.2.3.4.10", e0002=ui(dimse.STUDY_ROOT_FIND)),
+        dimse.store_command("1.2.3.4.10", e0002=ui(dicomgen.MR)),
+        dimse.store_command("1.2.3.4.10", e0700=dimse.us(7)),
     ],
     ids=["unknown class", "query model", "MR on the CT context", "priority 7"],
 )
@@ -339,12 +338,12 @@ def _ending(binary: str, cfg: Path, ending: str) -> list[str]:
     args, steps = ENDINGS[ending]
     with watched(binary, ["-v", "-xf", str(cfg), "Store", *args]) as (port, lines):
         peer = rawpdu.Peer(port)
-        assert peer.associate(rawpdu.associate_rq(test_requests.CONTEXTS, called="ANY"))
+        assert peer.associate(rawpdu.associate_rq(dimse.CONTEXTS, called="ANY"))
         if "dataset" in steps:
             dataset = rawpdu.explicit_dataset("1.2.3.4.40", b"\x01" * 40000)
-            command = test_requests.store_command("1.2.3.4.40")
-            first = rawpdu.dataset_pdus(test_requests.CT_CX, dataset)[0]
-            peer.send(rawpdu.p_data(rawpdu.pdv(test_requests.CT_CX, 0x03, command)) + first)
+            command = dimse.store_command("1.2.3.4.40")
+            first = rawpdu.dataset_pdus(dimse.CT_CX, dataset)[0]
+            peer.send(rawpdu.p_data(rawpdu.pdv(dimse.CT_CX, 0x03, command)) + first)
         if "abort" in steps:
             peer.send(rawpdu.pdu(rawpdu.ABORT, b"\0\0\0\0"))
         if "wait" in steps:  # dcmrecv sends its A-ABORT and leaves the closing to the peer
@@ -371,7 +370,7 @@ def _max_send_pdv(binary: str, cfg: Path, peer_maximum: int) -> list[str]:
     log: list[str] = []
     with receiver(binary, ["-v", "-xf", str(cfg), "Store"], log) as port:
         peer = rawpdu.Peer(port)
-        rq = rawpdu.associate_rq(test_requests.CONTEXTS, called="ANY", max_pdu=peer_maximum)
+        rq = rawpdu.associate_rq(dimse.CONTEXTS, called="ANY", max_pdu=peer_maximum)
         assert peer.associate(rq)
         peer.send(rawpdu.release_rq())
         assert peer.read_pdu() is not None
