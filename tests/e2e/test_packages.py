@@ -428,6 +428,7 @@ def test_watchdog_restarts_a_stopped_daemon(installed: Installed) -> None:
 
 def test_upgrade_keeps_the_modified_conffile(installed: Installed) -> None:
     box, second = installed.box, installed.packages.second
+    before = box.show("dcmrecvd.service", "MainPID")
     if installed.kind == "deb":
         box.run(
             "apt-get",
@@ -450,6 +451,9 @@ def test_upgrade_keeps_the_modified_conffile(installed: Installed) -> None:
     assert version == f"{installed.packages.version}-2"
     assert "aetitle = E2ERECV\n" in box.path(CONF).read_text()
     wait_active(box)
+    if installed.kind == "deb":
+        # The upgraded program runs: postinst stopped the old daemon and started anew.
+        assert box.show("dcmrecvd.service", "MainPID") not in ("0", before)
     result = echo(installed.port, "E2ERECV")
     assert result.returncode == 0, result.stderr
 
