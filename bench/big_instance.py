@@ -30,7 +30,7 @@ import threading
 import time
 from pathlib import Path
 
-from ports import free_port, wait_listening
+from loadbench.ports import free_port, wait_listening
 from pydicom import dcmread
 
 CFG = """\

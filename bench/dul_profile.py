@@ -22,7 +22,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from ports import free_port
+from loadbench.ports import free_port
 
 from dcmrecvd.apps.dcmrecv_life import load_profile
 from dcmrecvd.pnd import reactor

@@ -25,7 +25,7 @@ import threading
 import time
 from pathlib import Path
 
-from ports import free_port, wait_listening
+from loadbench.ports import free_port, wait_listening
 from pynetdicom.pdu import A_ASSOCIATE_RQ
 from pynetdicom.pdu_primitives import (
     A_ASSOCIATE,

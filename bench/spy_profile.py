@@ -24,7 +24,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from ports import free_port, wait_listening
+from loadbench.ports import free_port, wait_listening
 
 HERE = Path(__file__).resolve().parent
 _LINE = re.compile(r":\d+\)$")

@@ -14,6 +14,24 @@ def free_port() -> int:
         return port
 
 
+def listening(port: int) -> bool:
+    """Whether a socket listens on TCP `port`, from /proc: connecting would start an
+    association (and make storescp --fork fork a child) before the benchmark does."""
+    suffix = f":{port:04X}"
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(table) as lines:
+                next(lines)
+                for line in lines:
+                    fields = line.split()
+                    # fields[1]: local address:port in hex; fields[3]: state, 0A = LISTEN.
+                    if fields[1].endswith(suffix) and fields[3] == "0A":
+                        return True
+        except OSError:
+            continue
+    return False
+
+
 def wait_listening(
     port: int, proc: subprocess.Popen[bytes] | None = None, timeout: float = 60
 ) -> None:

@@ -1,0 +1,1 @@
+"""Benchmarks; a package only so that tests/bench and mypy can import bench.loadbench."""

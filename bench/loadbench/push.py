@@ -1,0 +1,103 @@
+"""The load: DCMTK storescu processes, one association each, a share of the corpus each."""
+
+from __future__ import annotations
+
+import os
+import resource
+import signal
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TypeVar
+
+from .receivers import PDU
+from .ulclient import TlsFiles
+
+_T = TypeVar("_T")
+
+
+def shares(items: list[_T], parts: int) -> list[list[_T]]:
+    """`items` in `parts` contiguous slices whose sizes differ by one at most."""
+    return [items[i * len(items) // parts : (i + 1) * len(items) // parts] for i in range(parts)]
+
+
+def storescu_argv(files: list[Path], port: int, index: int, tls: TlsFiles | None) -> list[str]:
+    """storescu for one share: only the contexts its files need (-R), each SOP class
+    proposed with the uncompressed transfer syntaxes, Explicit VR LE first (the
+    default), so that the Explicit VR LE files go as they are."""
+    argv = ["storescu", "-R", "-aet", f"LOAD{index:03d}", "-aec", "ANY-SCP"]
+    argv += ["-ta", "120", "-pdu", str(PDU)]
+    if tls is not None:
+        argv += ["+tls", str(tls.key), str(tls.certificate), "+cf", str(tls.certificate)]
+    return [*argv, "127.0.0.1", str(port), *map(str, files)]
+
+
+def log_errors(text: str) -> list[str]:
+    """storescu's error and fatal lines: a refused C-STORE is one, whatever the exit code."""
+    return [line.strip() for line in text.splitlines() if line.startswith(("E:", "F:"))]
+
+
+@dataclass(frozen=True)
+class Pushed:
+    """The outcome of one push."""
+
+    started: float  # time.perf_counter() when the first storescu was started
+    ended: float  # when the last one had exited
+    sender_cpu_s: float
+    exit_codes: list[int]
+    errors: list[str]
+
+    @property
+    def wall_s(self) -> float:
+        return self.ended - self.started
+
+
+def push(
+    files: list[Path],
+    port: int,
+    associations: int,
+    *,
+    tls: TlsFiles | None,
+    logdir: Path,
+    timeout: float,
+) -> Pushed:
+    """Send `files` over `associations` concurrent storescu processes; wait for them all."""
+    env = {**os.environ, "TCP_NODELAY": "1"}
+    logs = [logdir / f"storescu{index:03d}.log" for index in range(associations)]
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    started = time.perf_counter()
+    processes = []
+    for index, share in enumerate(shares(files, associations)):
+        with open(logs[index], "wb") as log:
+            processes.append(
+                subprocess.Popen(
+                    storescu_argv(share, port, index, tls),
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    env=env,
+                    start_new_session=True,
+                )
+            )
+    errors = []
+    deadline = started + timeout
+    for index, process in enumerate(processes):
+        try:
+            process.wait(max(0.0, deadline - time.perf_counter()))
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+            errors.append(f"storescu {index}: killed after {timeout} s")
+    ended = time.perf_counter()
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    codes = [process.returncode for process in processes]
+    for index, (code, log_path) in enumerate(zip(codes, logs, strict=True)):
+        if code != 0:
+            errors.append(f"storescu {index}: exit code {code}")
+        bad = log_errors(log_path.read_text(errors="replace"))
+        if bad:
+            errors.append(f"storescu {index}: {len(bad)} error lines, first: {bad[0][:200]}")
+    # Only the storescu processes end while this runs: the children's rusage is theirs.
+    cpu = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
+    return Pushed(started, ended, cpu, codes, errors)
