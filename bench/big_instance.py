@@ -8,11 +8,11 @@ still runs: ru_maxrss of a fresh exec carries the forking parent's mark), and fo
 a receiver of several processes (--dcmrecvd: the daemon's parent and workers) the
 largest PSS and RSS summed over them, sampled during the transfer.
 
-    python ../shared/bench/corpus.py big corpus/big --size-mb 1024
-    .venv/bin/python bench/big_instance.py corpus/big/big_1024MB.dcm
-    .venv/bin/python bench/big_instance.py corpus/big/big_1024MB.dcm \\
+    .venv/bin/python bench/make_corpus.py big corpus/big --size-mb 1024
+    .venv/bin/python bench/big_instance.py corpus/big/big_1024MiB.dcm
+    .venv/bin/python bench/big_instance.py corpus/big/big_1024MiB.dcm \\
         --receiver-cmd 'dcmrecv -xf {cfg} Store -od {outdir} {port}'
-    .venv/bin/python bench/big_instance.py corpus/big/big_1024MB.dcm --dcmrecvd
+    .venv/bin/python bench/big_instance.py corpus/big/big_1024MiB.dcm --dcmrecvd
 """
 
 from __future__ import annotations

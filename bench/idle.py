@@ -5,7 +5,8 @@ Starts dcmrecvd (bench/dcmrecvd_run.py, default workers), opens N associations f
 plain sockets (an A-ASSOCIATE-RQ for Verification, the A-ASSOCIATE-AC read back; no
 requestor threads in this process to compete for the CPU), waits a second, then reads
 the user+sys CPU of dcmrecvd's whole process tree over a window and prints the share
-of one core. pynetdicom's own storescp takes about 96 % of a core for 50 (ANCHORS.md).
+of one core. pynetdicom's own storescp took about 96 % of a core for 50 (issue 7's
+reference measurements).
 
     .venv/bin/python bench/idle.py --associations 50 --seconds 10
 """

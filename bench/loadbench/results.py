@@ -39,6 +39,8 @@ class Run:
     echo_s: float | None = None
     verification: Verification | None = None
     errors: list[str] = field(default_factory=list)
+    # The end of the receiver's log, kept when the run had errors.
+    log_tail: str = ""
 
     @property
     def verified(self) -> bool:
@@ -116,7 +118,7 @@ class ScenarioResult:
 
     @property
     def title(self) -> str:
-        return self.scenario.title(self.instances)
+        return self.scenario.title(self.instances, self.bytes)
 
     def summary(self, receiver: str) -> Summary:
         runs = [run for run in self.runs if run.receiver == receiver]

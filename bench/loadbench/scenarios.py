@@ -3,7 +3,8 @@
 A scenario is named by a key: N (CT, N associations), smallN (small objects), tlsN (CT
 over TLS), or big (one instance of --big-mb MiB). One association is compared with
 DCMTK's dcmrecv, which serves one at a time; more with storescp --fork, which serves
-them at once; big with dcmrecv +B, which streams to disk as dcmrecvd does.
+them at once; big with dcmrecv +B, which streams to disk as dcmrecvd does. A suffix
+@dcmrecv or @storescp picks the other (issue 7 compared 4 associations with dcmrecv).
 """
 
 from __future__ import annotations
@@ -14,7 +15,9 @@ from dataclasses import dataclass
 from .receivers import DCMRECV, DCMRECV_BIT_PRESERVING, STORESCP, Receiver
 
 DEFAULT = "1,4,16,64,small1,tls1,tls16"
-_KEY = re.compile(r"(?P<prefix>tls|small)?(?P<associations>[1-9][0-9]*)|big")
+_KEY = re.compile(
+    r"(?:(?P<prefix>tls|small)?(?P<associations>[1-9][0-9]*)|big)(?:@(?P<against>dcmrecv|storescp))?"
+)
 
 
 @dataclass(frozen=True)
@@ -30,29 +33,33 @@ class Scenario:
         """Whether latency is probed: not for one big instance, whose pool would be as big."""
         return self.kind != "big"
 
-    def title(self, count: int) -> str:
-        what = {"ct": f"CT x{count}", "small": f"small x{count}", "big": "1 big instance"}
+    def title(self, count: int, total_bytes: int) -> str:
+        if self.kind == "big":
+            what = f"Enhanced CT {total_bytes / 2**20:.0f} MiB"
+        else:
+            what = f"{'CT' if self.kind == 'ct' else 'small'} x{count}"
         plural = "s" if self.associations > 1 else ""
         tls = ", TLS" if self.tls else ""
-        return f"{what[self.kind]}, {self.associations} assoc{plural}{tls}"
+        return f"{what}, {self.associations} assoc{plural}{tls}"
 
 
 def scenario(key: str) -> Scenario:
-    match = _KEY.fullmatch(key.strip())
+    key = key.strip()
+    match = _KEY.fullmatch(key)
     if match is None:
-        raise ValueError(f"unknown scenario {key!r}: N, smallN, tlsN or big")
-    if key.strip() == "big":
-        return Scenario("big", "big", 1, False, DCMRECV_BIT_PRESERVING)
-    associations = int(match["associations"])
-    prefix = match["prefix"]
-    reference = DCMRECV if associations == 1 else STORESCP
-    return Scenario(
-        key.strip(),
-        "small" if prefix == "small" else "ct",
-        associations,
-        prefix == "tls",
-        reference,
-    )
+        raise ValueError(
+            f"unknown scenario {key!r}: N, smallN, tlsN or big, optionally @dcmrecv or @storescp"
+        )
+    big = match["associations"] is None
+    associations = 1 if big else int(match["associations"])
+    if match["against"] == "storescp":
+        reference = STORESCP
+    elif match["against"] == "dcmrecv" or associations == 1:
+        reference = DCMRECV_BIT_PRESERVING if big else DCMRECV
+    else:
+        reference = STORESCP
+    kind = "big" if big else "small" if match["prefix"] == "small" else "ct"
+    return Scenario(key, kind, associations, match["prefix"] == "tls", reference)
 
 
 def parse(keys: str) -> list[Scenario]:

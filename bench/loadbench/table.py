@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from .results import LimitsSummary, ScenarioResult, Summary
-from .stats import ratio
+from .stats import median, ratio
 
 HEADER = (
     "| scenario | receiver | inst/s | MB/s | CPU ms/inst | peak RSS MiB, process (tree)"
@@ -26,6 +26,13 @@ def number(value: float | None, digits: int = 0) -> str:
     return "n/a" if value is None else f"{value:.{digits}f}"
 
 
+def rate(value: float | None) -> str:
+    """Three significant digits at most, no exponent: 1234, 123, 12.3, 1.23."""
+    if value is None:
+        return "n/a"
+    return number(value, 0 if value >= 100 else 1 if value >= 10 else 2)
+
+
 def pair(first: float | None, second: float | None, digits: int) -> str:
     if first is None and second is None:
         return "n/a"
@@ -40,8 +47,8 @@ def receiver_row(title: str, summary: Summary, reference: Summary, disk: LimitsS
     cells = [
         title,
         summary.receiver,
-        number(summary.inst_per_s),
-        number(summary.mb_per_s),
+        rate(summary.inst_per_s),
+        rate(summary.mb_per_s),
         number(summary.cpu_ms_per_instance, 2),
         rss if summary.peak_rss_mib is not None else "n/a",
         latency,
@@ -58,8 +65,8 @@ def limit_rows(limits: LimitsSummary) -> list[str]:
     disk = [
         "",
         f"disk: durable files, {limits.writers} writer{plural}",
-        number(limits.disk_files_per_s),
-        number(limits.disk_mb_per_s),
+        rate(limits.disk_files_per_s),
+        rate(limits.disk_mb_per_s),
         "",
         "",
         pair(limits.disk_p50_ms, limits.disk_p99_ms, 2) + " per file",
@@ -69,7 +76,7 @@ def limit_rows(limits: LimitsSummary) -> list[str]:
         "",
     ]
     loop = ["", f"loopback TCP{' + TLS' if limits.tls else ''}, 1 stream", ""]
-    loop += [number(limits.loopback_mb_per_s)] + [""] * 7
+    loop += [rate(limits.loopback_mb_per_s)] + [""] * 7
     return ["| " + " | ".join(cells) + " |" for cells in (disk, loop)]
 
 
@@ -98,10 +105,23 @@ def markdown(results: Sequence[ScenarioResult], repeat: int, reference_label: st
             f"{result.scenario.key}: {name}: the probe ran out of instances before the load ended"
             for name in sorted(exhausted)
         ]
-    lines += ["", NOT_PROBED]
+    lines += ["", NOT_PROBED, "", startup(results)]
     if notes:
         lines += ["", "Problems:", ""] + [f"- {note}" for note in notes]
     return "\n".join(lines)
+
+
+def startup(results: Sequence[ScenarioResult]) -> str:
+    """Process start to the first C-ECHO answered, per receiver, median over all runs."""
+    seconds: dict[str, list[float | None]] = {}
+    for result in results:
+        for run in result.runs:
+            seconds.setdefault(run.receiver, []).append(run.echo_s)
+    found = []
+    for name, values in seconds.items():
+        value = median(values)
+        found.append(f"{name} {number(value * 1000 if value is not None else None)} ms")
+    return "Start to first C-ECHO answered (median of all runs): " + ", ".join(found) + "."
 
 
 def _plain(value: Any) -> Any:

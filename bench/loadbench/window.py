@@ -190,7 +190,7 @@ def run_receiver(turn: Turn, receiver: Receiver) -> Run:
         started.stop()
     run.errors += started.notes
     if run.errors:
-        run.errors.append(f"receiver log: {started.log_tail(600)}")
+        run.log_tail = started.log_tail(1500)
     expected = turn.load.by_uid()
     if turn.pool is not None:
         # What the probe stored, during the load or after it, is on disk too.
