@@ -84,7 +84,8 @@ def markdown(results: Sequence[ScenarioResult], repeat: int, reference_label: st
     """The table: per scenario the subject, its reference, and the physical limits."""
     lines = [
         f"Medians of {repeat} alternating run(s) per cell; max PDU 131072; storescu with"
-        " TCP_NODELAY=1. inst/s, MB/s and CPU count the corpus and the probe's instances"
+        " TCP_NODELAY=1; MB = 10^6 B of Part-10 files. inst/s, MB/s and CPU count the"
+        " corpus and the probe's instances"
         " answered during the load; CPU is the receiver's process tree, user+sys; latency"
         " is the probe's, dataset end to C-STORE-RSP, under the load.",
         "",

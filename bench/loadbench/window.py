@@ -178,8 +178,8 @@ def run_receiver(turn: Turn, receiver: Receiver) -> Run:
     launch = receivers.Launch(free_port(), outdir, scratch, turn.scenario.associations, turn.tls)
     try:
         started = receivers.start(receiver, launch, logs / "receiver.log")
-    except RuntimeError as exc:
-        run.errors.append(str(exc))
+    except (OSError, RuntimeError) as exc:
+        run.errors.append(f"start: {type(exc).__name__}: {exc}")
         return run
     run.argv, run.listen_s, run.echo_s = started.argv, started.listen_s, started.echo_s
     try:
