@@ -6,6 +6,7 @@ import os
 import resource
 import signal
 import subprocess
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,7 +46,6 @@ class Pushed:
     started: float  # time.perf_counter() when the first storescu was started
     ended: float  # when the last one had exited
     sender_cpu_s: float
-    exit_codes: list[int]
     errors: list[str]
 
     @property
@@ -80,24 +80,30 @@ def push(
                     start_new_session=True,
                 )
             )
-    errors = []
-    deadline = started + timeout
-    for index, process in enumerate(processes):
-        try:
-            process.wait(max(0.0, deadline - time.perf_counter()))
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
-            errors.append(f"storescu {index}: killed after {timeout} s")
+    killed: list[int] = []
+
+    def kill() -> None:
+        for index, process in enumerate(processes):
+            if process.poll() is None:
+                killed.append(index)
+                os.killpg(process.pid, signal.SIGKILL)
+
+    # A blocking wait returns the moment a process ends; Popen.wait(timeout) would poll
+    # every 50 ms and add up to that to the wall time. The timer enforces the timeout.
+    watchdog = threading.Timer(timeout, kill)
+    watchdog.start()
+    for process in processes:
+        process.wait()
     ended = time.perf_counter()
+    watchdog.cancel()
+    errors = [f"storescu {index}: killed after {timeout} s" for index in killed]
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    codes = [process.returncode for process in processes]
-    for index, (code, log_path) in enumerate(zip(codes, logs, strict=True)):
-        if code != 0:
-            errors.append(f"storescu {index}: exit code {code}")
+    for index, (process, log_path) in enumerate(zip(processes, logs, strict=True)):
+        if process.returncode != 0:
+            errors.append(f"storescu {index}: exit code {process.returncode}")
         bad = log_errors(log_path.read_text(errors="replace"))
         if bad:
             errors.append(f"storescu {index}: {len(bad)} error lines, first: {bad[0][:200]}")
     # Only the storescu processes end while this runs: the children's rusage is theirs.
     cpu = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
-    return Pushed(started, ended, cpu, codes, errors)
+    return Pushed(started, ended, cpu, errors)

@@ -117,7 +117,7 @@ class Receiver:
     def _dcmrecvd(self, launch: Launch) -> list[str]:
         # The probe is one association more than the load; dcmrecvd refuses any beyond
         # max-associations, so only a load that leaves no room for it raises the limit.
-        needed = launch.associations + (0 if self.serial else 1)
+        needed = launch.associations + 1
         limit = needed if needed > DCMRECVD_MAX_ASSOCIATIONS else None
         if launch.tls is None:
             text = dcmrecvd_config(launch.port, launch.outdir, max_associations=limit)
