@@ -48,7 +48,7 @@ def context(args: argparse.Namespace, options: Options) -> dict[str, Any]:
             "kernel": platform.release(),
             "cpus": os.cpu_count(),
             "python": platform.python_version(),
-            "dcmtk": _output("storescu", "--version").splitlines()[0:1],
+            "dcmtk": next(iter(_output("storescu", "--version").splitlines()), ""),
             "filesystem": _output(
                 "findmnt", "-n", "-o", "SOURCE,FSTYPE,OPTIONS", "-T", str(args.workdir)
             ),

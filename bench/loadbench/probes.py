@@ -14,7 +14,7 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 
 from . import ulclient
-from .corpus import Manifest, noise
+from .corpus import Corpus, noise
 from .stats import percentile
 from .ulclient import TlsFiles
 
@@ -39,21 +39,13 @@ class LatencyProbe(threading.Thread):
     """An association of its own that, while the load runs, stores the probe corpus's
     instances one at a time, `interval` s apart, until told to stop.
 
-    It is paced so that it measures the load more than it adds to it: at 20 ms it sends
-    under a twentieth of what 1 association of storescu sends on this machine.
+    It is paced so that it measures the load more than it adds to it: 20 ms apart, it
+    sends at most 50 instances a second, where one storescu association sends hundreds.
     """
 
-    def __init__(
-        self,
-        manifest: Manifest,
-        directory: Path,
-        port: int,
-        tls: TlsFiles | None,
-        interval: float,
-    ) -> None:
+    def __init__(self, pool: Corpus, port: int, tls: TlsFiles | None, interval: float) -> None:
         super().__init__(daemon=True)
-        self.manifest = manifest
-        self.directory = directory
+        self.pool = pool
         self.port = port
         self.tls = tls
         self.interval = interval
@@ -64,12 +56,13 @@ class LatencyProbe(threading.Thread):
 
     def run(self) -> None:
         try:
-            classes = [entry.sop_class_uid for entry in self.manifest.entries]
+            entries = self.pool.manifest.entries
+            classes = [entry.sop_class_uid for entry in entries]
             with ulclient.Association(self.port, classes, self.tls) as association:
-                for entry in self.manifest.entries:
+                for entry in entries:
                     if self._halt.wait(self.interval):
                         return
-                    dataset = ulclient.dataset_of_part10(self.directory / entry.file)
+                    dataset = ulclient.dataset_of_part10(self.pool.directory / entry.file)
                     status, sent, answered = association.store(
                         entry.sop_class_uid, entry.sop_instance_uid, dataset
                     )

@@ -128,13 +128,7 @@ def measure(turn: Turn, receiver: Receiver, started: receivers.Started, run: Run
     sampler.start()
     probe = None
     if turn.pool is not None and not receiver.serial:
-        probe = probes.LatencyProbe(
-            turn.pool.manifest,
-            turn.pool.directory,
-            started.port,
-            turn.tls,
-            turn.options.probe_interval,
-        )
+        probe = probes.LatencyProbe(turn.pool, started.port, turn.tls, turn.options.probe_interval)
         probe.start()
         run.probed = True
     try:
@@ -162,7 +156,7 @@ def measure(turn: Turn, receiver: Receiver, started: receivers.Started, run: Run
         run.probe_exhausted = probe.exhausted
         run.latency_ms = probes.under_load(probe.samples, pushed.ended)
         run.stored_by_probe = probe.stored()
-        sizes = {entry.sop_instance_uid: entry.bytes for entry in probe.manifest.entries}
+        sizes = {entry.sop_instance_uid: entry.bytes for entry in probe.pool.manifest.entries}
         in_window = probes.stored_under_load(probe.samples, pushed.ended)
         run.instances += len(in_window)
         run.bytes += sum(sizes[uid] for uid in in_window)
