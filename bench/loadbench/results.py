@@ -89,6 +89,8 @@ class Summary:
     tree_rss_mib: float | None
     latency_p50_ms: float | None
     latency_p99_ms: float | None
+    # Per run: a p99 of fewer than 100 samples is their largest.
+    latency_samples: float | None
     echo_s: float | None
     probed: bool
 
@@ -134,6 +136,7 @@ class ScenarioResult:
             tree_rss_mib=median(run.tree_rss_mib for run in good),
             latency_p50_ms=median(run.latency(50) for run in good),
             latency_p99_ms=median(run.latency(99) for run in good),
+            latency_samples=median(len(run.latency_ms) for run in good if run.probed),
             echo_s=median(run.echo_s for run in good),
             probed=any(run.probed for run in runs),
         )

@@ -13,7 +13,7 @@ from .stats import median, ratio
 
 HEADER = (
     "| scenario | receiver | inst/s | MB/s | CPU ms/inst | peak RSS MiB, process (tree)"
-    " | latency p50 / p99 ms | inst/s x {ref} | CPU x {ref} | inst/s x disk | verified |"
+    " | latency p50 / p99 ms, samples | inst/s x {ref} | CPU x {ref} | inst/s x disk | verified |"
 )
 RULE = "|---|---|---|---|---|---|---|---|---|---|---|"
 NOT_PROBED = (
@@ -41,6 +41,8 @@ def pair(first: float | None, second: float | None, digits: int) -> str:
 
 def receiver_row(title: str, summary: Summary, reference: Summary, disk: LimitsSummary) -> str:
     latency = pair(summary.latency_p50_ms, summary.latency_p99_ms, 2)
+    if summary.latency_samples is not None:
+        latency += f", n={summary.latency_samples:.0f}"
     if not summary.probed:
         latency = "not probed"
     rss = f"{number(summary.peak_rss_mib)} ({number(summary.tree_rss_mib)})"

@@ -70,7 +70,7 @@ def test_the_table_has_each_receiver_with_its_ratios(result: ScenarioResult) -> 
         "50.0",
         "2.00",
         "41 (100)",
-        "50.00 / 99.00",
+        "50.00 / 99.00, n=100",
         "0.50",  # 100 inst/s against storescp's 200
         "2.00",  # 2 ms CPU per instance against 1
         "0.25",  # 100 inst/s against 400 durable files/s with 16 writers
