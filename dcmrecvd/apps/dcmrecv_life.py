@@ -15,7 +15,7 @@ import threading
 from dcmrecvd.config import asconfig, tls
 from dcmrecvd.pnd import server
 from dcmrecvd.profiles import BUILTIN_VERIFICATION, Profile
-from dcmrecvd.receiver import Receiver
+from dcmrecvd.receiver import Receiver, tune_process
 from dcmrecvd.settings import Settings
 from dcmrecvd.store import objectstore
 
@@ -103,6 +103,7 @@ def run(settings: Settings) -> int:
         )
         return EXIT_CANNOT_START_SCP_AND_LISTEN
     receiver = Receiver(settings, profile)
+    tune_process()
     objectstore.sweep_spool(settings.output_dir)
     serving = server.Serving(receiver, listener, ssl_context)
     try:

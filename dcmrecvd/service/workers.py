@@ -32,7 +32,7 @@ from types import FrameType
 
 from dcmrecvd.config import inifile
 from dcmrecvd.pnd.server import Listener, Serving
-from dcmrecvd.receiver import Receiver
+from dcmrecvd.receiver import Receiver, tune_process
 from dcmrecvd.service.board import Board, SharedAdmission, SharedStats
 
 LOG = logging.getLogger("dcmrecv.daemon")
@@ -140,6 +140,7 @@ class _Worker:
             stats=SharedStats(self.board),
             admission=SharedAdmission(self.board),
         )
+        tune_process()
         listeners = self.generation.listeners
         servings = [Serving(receiver, listeners[self.generation.plain])]
         if self.generation.context is not None:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -115,3 +117,17 @@ def test_an_accepted_association_is_counted_and_echo_succeeds(port: int) -> None
             ae.shutdown()
         wait_until(lambda: running.admission.running == 0, what="admission given back")
         assert running.stats.totals().associations == 1
+
+
+def test_a_serving_process_validates_no_uids_and_freezes_its_start_up_objects() -> None:
+    # In a child: both settings are for the whole process.
+    code = (
+        "import gc, pydicom.config\n"
+        "from dcmrecvd.receiver import tune_process\n"
+        "before = gc.get_freeze_count()\n"
+        "tune_process()\n"
+        "print(before, gc.get_freeze_count() > 1000,"
+        " pydicom.config.settings.reading_validation_mode == pydicom.config.IGNORE)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.split() == ["0", "True", "True"]

@@ -17,10 +17,12 @@ from typing import Any, cast
 import pynetdicom
 import pytest
 from packaging.requirements import Requirement
+from pydicom.uid import UID
 from pynetdicom import AE, fsm
 from pynetdicom.association import Association
 from pynetdicom.dimse import DIMSEServiceProvider
 from pynetdicom.dul import DULServiceProvider
+from pynetdicom.presentation import PresentationContext, negotiate_as_acceptor
 from pynetdicom.transport import AssociationSocket, ThreadedAssociationServer
 
 from dcmrecvd.pnd import (
@@ -93,6 +95,7 @@ SERVER = (
     "server_activate",
     "server_bind",
     "server_close",
+    "service_actions",
     "shutdown",
 )
 # The private module-level names pnd/ imports.
@@ -245,3 +248,37 @@ def test_the_contract_lists_every_private_name_pnd_uses(assoc: Association) -> N
         used = {n for n in private_names_in_pnd() if any(hasattr(o, n) for o in theirs)}
     listed = {*ASSOCIATION, *DUL, *DIMSE, *SOCKET, *SERVER}
     assert sorted(used - listed) == [], "list these with why pnd/ needs them"
+
+
+def test_negotiation_only_reads_the_acceptors_contexts() -> None:
+    # The receiver gives every association one shared list of acceptor contexts.
+    def contexts() -> list[PresentationContext]:
+        made = []
+        for uid in ("1.2.840.10008.5.1.4.1.1.2", "1.2.840.10008.5.1.4.1.1.4"):
+            cx = PresentationContext()
+            cx.abstract_syntax = uid
+            cx.add_transfer_syntax("1.2.840.10008.1.2.1")
+            cx.add_transfer_syntax("1.2.840.10008.1.2")
+            made.append(cx)
+        return made
+
+    def state(cxs: list[PresentationContext]) -> list[tuple[object, ...]]:
+        return [
+            (
+                *(cx.context_id, cx.abstract_syntax, list(cx.transfer_syntax), cx.result),
+                *(cx.scu_role, cx.scp_role, cx.as_scu, cx.as_scp),
+            )
+            for cx in cxs
+        ]
+
+    shared = contexts()
+    before = state(shared)
+    proposed = contexts()
+    for number, cx in enumerate(proposed):
+        cx.context_id = 2 * number + 1
+    roles: dict[UID, tuple[bool | None, bool | None]] = {
+        UID("1.2.840.10008.5.1.4.1.1.2"): (True, True)
+    }
+    accepted, _ = negotiate_as_acceptor(proposed, shared, roles)
+    assert [cx.result for cx in accepted] == [0, 0]
+    assert state(shared) == before

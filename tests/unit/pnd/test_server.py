@@ -3,9 +3,11 @@ for others, and never shut a socket down that systemd also holds."""
 
 from __future__ import annotations
 
+import gc
 import socket
 
-from pynetdicom import AE
+import pytest
+from pynetdicom import AE, evt
 
 from dcmrecvd.config import inifile
 from dcmrecvd.pnd.server import Listener, Serving
@@ -58,3 +60,46 @@ def test_a_new_server_takes_over_the_same_socket() -> None:
     assert echo(port) == 0x0000
     second.stop_accepting()
     listener.close()
+
+
+def test_associations_share_the_receivers_contexts_and_copy_none() -> None:
+    listener = Listener.bind(LOCALHOST, 0)
+    served = receiver()
+    serving = Serving(served, listener)
+    seen: list[object] = []
+    serving.server.bind(
+        evt.EVT_ACCEPTED, lambda event: seen.append(event.assoc.acceptor.supported_contexts)
+    )
+    try:
+        # Nothing for pynetdicom to deepcopy at every connection.
+        assert serving.server.contexts == []
+        assert echo(listener.address[1]) == 0x0000
+        assert echo(listener.address[1]) == 0x0000
+    finally:
+        serving.stop_accepting()
+        listener.close()
+    assert len(seen) == 2
+    assert seen[0] is seen[1]
+    assert [str(cx.abstract_syntax) for cx in seen[0]] == [  # type: ignore[attr-defined]
+        c.abstract_syntax for c in served.profile.contexts
+    ]
+
+
+def test_the_accept_loop_forces_no_garbage_collection(monkeypatch: pytest.MonkeyPatch) -> None:
+    collections: list[int] = []
+
+    def collect(*args: object) -> int:
+        collections.append(1)
+        return 0
+
+    monkeypatch.setattr(gc, "collect", collect)
+    listener = Listener.bind(LOCALHOST, 0)
+    serving = Serving(receiver(), listener)
+    try:
+        # pynetdicom's own collects in every 60th turn.
+        for _ in range(200):
+            serving.server.service_actions()
+    finally:
+        serving.stop_accepting()
+        listener.close()
+    assert collections == []
