@@ -23,11 +23,15 @@ def shares(items: list[_T], parts: int) -> list[list[_T]]:
     return [items[i * len(items) // parts : (i + 1) * len(items) // parts] for i in range(parts)]
 
 
-def storescu_argv(files: list[Path], port: int, index: int, tls: TlsFiles | None) -> list[str]:
+def storescu_argv(
+    files: list[Path], port: int, index: int, tls: TlsFiles | None, *, every_class: bool = False
+) -> list[str]:
     """storescu for one share: only the contexts its files need (-R), each SOP class
     proposed with the uncompressed transfer syntaxes, Explicit VR LE first (the
-    default), so that the Explicit VR LE files go as they are."""
-    argv = ["storescu", "-R", "-aet", f"LOAD{index:03d}", "-aec", "ANY-SCP"]
+    default), so that the Explicit VR LE files go as they are. `every_class`: storescu's
+    default proposal instead, 128 contexts of storage SOP classes."""
+    argv = ["storescu", *([] if every_class else ["-R"]), "-aet", f"LOAD{index:03d}"]
+    argv += ["-aec", "ANY-SCP"]
     argv += ["-ta", "120", "-pdu", str(PDU)]
     if tls is not None:
         argv += ["+tls", str(tls.key), str(tls.certificate), "+cf", str(tls.certificate)]
@@ -61,6 +65,7 @@ def push(
     tls: TlsFiles | None,
     logdir: Path,
     timeout: float,
+    every_class: bool = False,
 ) -> Pushed:
     """Send `files` over `associations` concurrent storescu processes; wait for them all."""
     env = {**os.environ, "TCP_NODELAY": "1"}
@@ -72,7 +77,7 @@ def push(
         with open(logs[index], "wb") as log:
             processes.append(
                 subprocess.Popen(
-                    storescu_argv(share, port, index, tls),
+                    storescu_argv(share, port, index, tls, every_class=every_class),
                     stdin=subprocess.DEVNULL,
                     stdout=log,
                     stderr=subprocess.STDOUT,

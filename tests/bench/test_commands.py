@@ -57,6 +57,7 @@ def test_storescu_command_lines() -> None:
         "storescu", "-R", "-aet", "LOAD007", "-aec", "ANY-SCP", "-ta", "120", "-pdu", "131072",
         "127.0.0.1", "104", "/c/a.dcm",
     ]  # fmt: skip
+    assert "-R" not in storescu_argv([Path("/c/a.dcm")], 104, 7, None, every_class=True)
     tls = storescu_argv([Path("/c/a.dcm")], 104, 0, TLS)
     assert tls[tls.index("+tls") : tls.index("+tls") + 5] == [
         "+tls", "/k/bench.key", "/k/bench.pem", "+cf", "/k/bench.pem",
