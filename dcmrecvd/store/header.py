@@ -5,6 +5,9 @@ received object is never decoded as a whole. The elements before Series Date are
 walked by hand: pydicom's reader costs about a fifth of the receiver's Python time per
 instance. Where the walk meets what only pydicom knows how to read (an undefined
 length, an unknown VR, the data ending first), pydicom reads it, as it always did.
+
+A path template asks for more elements (`wanted`): the walk then goes on to the last of
+them and keeps their raw values, and Specific Character Set to decode them.
 """
 
 from __future__ import annotations
@@ -13,11 +16,13 @@ import functools
 import io
 import struct
 import zlib
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from pydicom.filereader import read_dataset
 from pydicom.uid import UID
 
+SPECIFIC_CHARACTER_SET = 0x00080005
 SOP_CLASS_UID = 0x00080016
 SOP_INSTANCE_UID = 0x00080018
 SERIES_DATE = 0x00080021
@@ -41,6 +46,14 @@ class Header:
     sop_instance_uid: str = ""
     series_date: str = ""
     series_date_vr: str = ""
+    # The raw values of the other elements asked for that are there, by tag.
+    values: tuple[tuple[int, bytes], ...] = ()
+    # False when the data ended before the last element asked for: those not in
+    # `values` may then come later in the dataset.
+    complete: bool = True
+
+    def value_map(self) -> Mapping[int, bytes]:
+        return dict(self.values)
 
 
 class HeaderError(Exception):
@@ -51,7 +64,9 @@ def _text(value: bytes | None) -> str:
     return (value or b"").decode("ascii", errors="replace").rstrip("\x00 ")
 
 
-def _header(elements: dict[int, tuple[bytes | None, str]]) -> Header:
+def _header(
+    elements: dict[int, tuple[bytes | None, str]], wanted: frozenset[int], complete: bool
+) -> Header:
     """The Header of the raw values (and VRs; empty when implicit) found."""
     sop_class = elements.get(SOP_CLASS_UID)
     sop_instance = elements.get(SOP_INSTANCE_UID)
@@ -62,11 +77,26 @@ def _header(elements: dict[int, tuple[bytes | None, str]]) -> Header:
         series_date=_text(date[0]) if date else "",
         # Implicit VR leaves the VR to the dictionary, where Series Date is DA.
         series_date_vr=(date[1] or "DA") if date else "",
+        values=tuple(
+            (tag, value or b"")
+            for tag, (value, _vr) in sorted(elements.items())
+            if tag in wanted or (wanted and tag == SPECIFIC_CHARACTER_SET)
+        ),
+        complete=complete,
     )
 
 
-def _scan(data: bytes, implicit: bool, little: bool) -> Header | None:
+def _last(wanted: frozenset[int]) -> int:
+    """The last tag the walk must pass."""
+    return max(wanted | {SERIES_DATE})
+
+
+def _scan(
+    data: bytes, implicit: bool, little: bool, wanted: frozenset[int] = frozenset()
+) -> Header | None:
     """The header elements, read without pydicom; None where pydicom has to decide."""
+    keep = frozenset(_WANTED) | wanted | ({SPECIFIC_CHARACTER_SET} if wanted else frozenset())
+    last = _last(wanted)
     order = "<" if little else ">"
     tag_format, short_format, long_format = order + "HH", order + "H", order + "L"
     found: dict[int, tuple[bytes | None, str]] = {}
@@ -89,11 +119,11 @@ def _scan(data: bytes, implicit: bool, little: bool) -> Header | None:
                 offset += 12
             else:
                 return None
-        if tag > SERIES_DATE:  # pydicom stops here too, once it has read the header
-            return _header(found)
+        if tag > last:  # pydicom stops here too, once it has read the header
+            return _header(found, wanted, True)
         if length == _UNDEFINED_LENGTH or offset + length > end:
             return None
-        if tag in _WANTED:
+        if tag in keep:
             if vr == b"UN":
                 return None  # pydicom puts the dictionary's VR in its place
             found[tag] = (data[offset : offset + length], vr.decode("ascii"))
@@ -101,25 +131,28 @@ def _scan(data: bytes, implicit: bool, little: bool) -> Header | None:
     return None
 
 
-def _parse(data: bytes, syntax: UID) -> Header:
-    scanned = _scan(data, syntax.is_implicit_VR, syntax.is_little_endian)
+def _parse(data: bytes, syntax: UID, wanted: frozenset[int]) -> Header:
+    scanned = _scan(data, syntax.is_implicit_VR, syntax.is_little_endian, wanted)
     if scanned is not None:
         return scanned
+    last = _last(wanted)
+    stream = io.BytesIO(data)
     try:
         ds = read_dataset(
-            io.BytesIO(data),
+            stream,
             syntax.is_implicit_VR,
             syntax.is_little_endian,
-            stop_when=lambda tag, _vr, _length: tag > SERIES_DATE,
+            stop_when=lambda tag, _vr, _length: tag > last,
         )
     except Exception as exc:  # pydicom raises many types on malformed input
         raise HeaderError(f"cannot parse dataset: {exc}") from exc
     elements = {}
-    for tag in _WANTED:
+    for tag in (*_WANTED, *wanted, SPECIFIC_CHARACTER_SET):
         raw = ds.get_item(tag)
-        if raw is not None:
+        if raw is not None and isinstance(raw.value, bytes | None):
             elements[tag] = (raw.value, raw.VR or "")
-    return _header(elements)
+    # pydicom stops before the first tag past `last`, so data left over means it got there.
+    return _header(elements, wanted, stream.tell() < len(data) or not wanted)
 
 
 @functools.cache
@@ -128,8 +161,11 @@ def _syntax(transfer_syntax: str) -> UID:
     return UID(transfer_syntax)
 
 
-def read(data: bytes | memoryview, transfer_syntax: str) -> Header:
-    """Parse the header elements of an encoded dataset in `transfer_syntax`."""
+def read(
+    data: bytes | memoryview, transfer_syntax: str, wanted: frozenset[int] = frozenset()
+) -> Header:
+    """Parse the header elements of an encoded dataset in `transfer_syntax`, and the raw
+    values of the elements `wanted` (none of them a sequence, all before Pixel Data)."""
     syntax = _syntax(transfer_syntax)
     if not syntax.is_transfer_syntax:
         raise HeaderError(f"unknown transfer syntax {transfer_syntax}")
@@ -139,10 +175,10 @@ def read(data: bytes | memoryview, transfer_syntax: str) -> Header:
             prefix = inflater.decompress(bytes(data[:PREFIX_BYTES]), PREFIX_BYTES)
         except zlib.error as exc:
             raise HeaderError(f"cannot inflate dataset: {exc}") from exc
-        return _parse(prefix, syntax)
+        return _parse(prefix, syntax, wanted)
     try:
-        return _parse(bytes(data[:PREFIX_BYTES]), syntax)
+        return _parse(bytes(data[:PREFIX_BYTES]), syntax, wanted)
     except HeaderError:
         if len(data) <= PREFIX_BYTES:
             raise
-    return _parse(bytes(data), syntax)
+    return _parse(bytes(data), syntax, wanted)

@@ -167,3 +167,53 @@ def test_wherever_the_walk_answers_it_is_pydicoms_answer(
         assert any(tag == 0x00080005 for tag, _vr, _value in elements)
         return
     assert scanned == expected
+
+
+PATH_TAGS = frozenset({0x00100020, 0x0020000D, 0x0020000E, 0x00080060})
+
+
+@pytest.mark.parametrize("syntax", SYNTAXES)
+def test_the_elements_a_template_wants_are_read_raw(syntax: str) -> None:
+    ds = dicomgen.dataset(dicomgen.Spec(dicomgen.CT, "1.2.3.4.100"))
+    ds.SpecificCharacterSet = "ISO_IR 100"
+    ds.PatientID = "Gr\xfcn"
+    data = encode(ds, syntax)
+    found = header.read(data, syntax, PATH_TAGS)
+    assert found.complete
+    assert found.value_map() == {
+        0x00080005: b"ISO_IR 100",
+        0x00080060: b"OT",
+        0x00100020: b"Gr\xfcn",  # raw: as encoded, in latin-1
+        0x0020000D: b"1.2.3.4.1\x00",
+        0x0020000E: b"1.2.3.4.1.1\x00",
+    }
+    # Without a template nothing more is kept.
+    assert header.read(data, syntax).values == ()
+
+
+def test_an_undefined_length_sequence_before_them_is_read_past_by_pydicom() -> None:
+    ds = dicomgen.dataset(dicomgen.Spec(dicomgen.CT, "1.2.3.4.100"))
+    item = Dataset()
+    item.ReferencedSOPInstanceUID = "1.2.3.9"
+    ds.ReferencedImageSequence = Sequence([item])
+    ds["ReferencedImageSequence"].is_undefined_length = True
+    data = encode(ds, ExplicitVRLittleEndian)
+    assert header._scan(data, False, True, PATH_TAGS) is None  # pydicom's turn
+    found = header.read(data, ExplicitVRLittleEndian, PATH_TAGS)
+    assert found.complete
+    assert found.value_map()[0x0020000E] == b"1.2.3.4.1.1\x00"
+
+
+@pytest.mark.parametrize("syntax", SYNTAXES)
+def test_data_that_ends_before_the_last_wanted_element_is_incomplete(syntax: str) -> None:
+    data = encode(dicomgen.dataset(dicomgen.Spec(dicomgen.CT, "1.2.3.4.100")), syntax)
+    little = syntax != ExplicitVRBigEndian
+    series_uid_tag = b"\x20\x00\x0e\x00" if little else b"\x00\x20\x00\x0e"
+    cut = data[: data.index(series_uid_tag)]
+    found = header.read(cut, syntax, PATH_TAGS)
+    assert not found.complete
+    assert 0x0020000E not in found.value_map()
+    assert found.value_map()[0x00100020] == b"DCMRECVD-1"
+    # An element that is simply not there leaves the header complete.
+    absent = header.read(data, syntax, PATH_TAGS | {0x00200011})
+    assert absent.complete and 0x00200011 not in absent.value_map()
