@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from dcmrecvd.config.access import AccessPolicy
+from dcmrecvd.pathtemplate import Template
 
 # DCMTK's ASC_MINIMUMPDUSIZE and ASC_MAXIMUMPDUSIZE: the range of -pdu and max-pdu, and the
 # largest PDU DCMTK sends (also to a peer that sets no limit).
@@ -142,6 +143,9 @@ class Settings:
     output_dir: str = "."
     subdir: SubdirMode = SubdirMode.NONE
     naming: NamingScheme = NamingScheme.DEFAULT
+    # dcmrecvd: the path under output_dir made from the dataset's elements, instead of
+    # naming and subdir.
+    path_template: Template | None = None
     extension: str = ""
     storage: StorageMode = StorageMode.NORMAL
     # A second object under an existing file name (+fd, +fst; unique schemes never clash).

@@ -26,6 +26,7 @@ from typing import Any, TypeVar
 import pydicom.uid
 import pynetdicom.sop_class
 
+from dcmrecvd import pathtemplate
 from dcmrecvd.config import asconfig
 from dcmrecvd.config.access import AccessPolicy, Network, PeerRule
 from dcmrecvd.config.uidnames import is_uid, resolve_dcmtk
@@ -263,6 +264,13 @@ def free_space_reserve(text: str) -> tuple[int, float]:
     return reserve_bytes, percent
 
 
+def _path_template(text: str) -> pathtemplate.Template:
+    try:
+        return pathtemplate.parse(text)
+    except pathtemplate.TemplateError as exc:
+        raise ValueError(str(exc)) from None
+
+
 def _enum(enum_type: type[_E]) -> Callable[[str], _E]:
     return _choice({str(member.value): member for member in enum_type})
 
@@ -275,6 +283,7 @@ _RECEIVER_KEYS: dict[str, tuple[str, Callable[[str], object]]] = {
     "output-directory": ("output_dir", _text),
     "subdirectories": ("subdir", _enum(SubdirMode)),
     "naming": ("naming", _enum(NamingScheme)),
+    "path-template": ("path_template", _path_template),
     "extension": ("extension", _text),
     "storage": ("storage", _enum(StorageMode)),
     "max-pdu": ("max_pdu", _integer(MIN_PDU, MAX_PDU)),
@@ -653,6 +662,19 @@ def parse(text: str, path: str) -> Config:
             "storage",
             "storage = bit-preserving does not go with series-date subdirectories",
         )
+    if settings.path_template is not None:
+        conflicting = {
+            "naming": settings.naming is not NamingScheme.DEFAULT,
+            "subdirectories": settings.subdir is not SubdirMode.NONE,
+        }
+        for key, other in conflicting.items():
+            if other:
+                raise reader.error(
+                    "receiver",
+                    key,
+                    f"{key}: path-template names the files and directories; leave {key} at"
+                    f" {'default' if key == 'naming' else 'none'}",
+                )
     _check_quarantine(reader, settings)
     profiles = _profiles(reader)
     chosen = reader.parser.get("receiver", "profile", fallback=DEFAULT_PROFILE)

@@ -177,7 +177,9 @@ def read(
             raise HeaderError(f"cannot inflate dataset: {exc}") from exc
         return _parse(prefix, syntax, wanted)
     try:
-        return _parse(bytes(data[:PREFIX_BYTES]), syntax, wanted)
+        found = _parse(bytes(data[:PREFIX_BYTES]), syntax, wanted)
+        if found.complete or len(data) <= PREFIX_BYTES:
+            return found
     except HeaderError:
         if len(data) <= PREFIX_BYTES:
             raise

@@ -33,6 +33,9 @@ LOG = logging.getLogger("dcmrecv")
 
 # How often, in dataset bytes written, a large object re-checks the free-space reserve.
 SPACE_CHECK_INTERVAL = 16 * 1024 * 1024
+# How far into a stored dataset the elements a path template wants are looked for, when
+# they were not in the prefix; what lies beyond counts as absent (the fallback names it).
+MAX_TEMPLATE_SCAN = 4 * 1024 * 1024
 
 
 class FailureKind(enum.Enum):
@@ -95,7 +98,9 @@ class IncomingObject:
         space_directory: str,
         check_sop_uids: bool = False,
         keep_refused: bool = False,
+        wanted: frozenset[int] = frozenset(),
     ) -> None:
+        """`wanted`: the tags of the elements a path template names the file with."""
         self.command = command
         self.header = header.Header()
         self.failure: Failure | None = None
@@ -103,6 +108,9 @@ class IncomingObject:
         self.received = 0
         self._bit_preserving = bit_preserving
         self._check_sop_uids = check_sop_uids
+        self._wanted = wanted
+        # Where the dataset starts in the temporary file (after the meta header).
+        self._dataset_offset = 0
         # Write a refused object to the end, for the quarantine, instead of dropping it.
         self._keep_refused = keep_refused
         self._validator = validation.StreamValidator(command.transfer_syntax or "")
@@ -147,8 +155,9 @@ class IncomingObject:
                 self._refuse(self._validator.error)
                 return
             if self.temp is None:
-                # Bit-preserving mode needs no header elements, unless to check the UIDs.
-                direct = self._bit_preserving and not self._check_sop_uids
+                # Bit-preserving mode needs no header elements, unless to check the UIDs
+                # or to name the file by a template.
+                direct = self._bit_preserving and not self._check_sop_uids and not self._wanted
                 if not self._prefix and (direct or len(data) >= header.PREFIX_BYTES):
                     self._open(data)  # the usual first fragment: no copy to hold
                     return
@@ -172,8 +181,24 @@ class IncomingObject:
             error = self._validator.finish()
             if error is not None:
                 self._refuse(error)
-            elif self._check_sop_uids:
+                return
+            if not self.header.complete:
+                self._read_further()
+            if self._check_sop_uids:
                 self.failure = sop_uid_failure(self.command, self.header)
+
+    def _read_further(self) -> None:
+        """Read the header again from the whole dataset: an element a template wants
+        came after the prefix (large elements before it). The file is complete now."""
+        temp = self.temp
+        assert temp is not None
+        try:
+            with open(temp.path, "rb") as stored:
+                stored.seek(self._dataset_offset)
+                data = stored.read(MAX_TEMPLATE_SCAN)
+            self.header = header.read(data, str(self.command.transfer_syntax), self._wanted)
+        except (OSError, header.HeaderError) as exc:
+            LOG.debug("cannot read the elements the path template wants: %s", exc)
 
     def discard(self) -> None:
         """Remove the temporary file and drop whatever still arrives; idempotent."""
@@ -190,11 +215,13 @@ class IncomingObject:
 
     def _open(self, prefix: bytes | memoryview) -> None:
         syntax = str(self.command.transfer_syntax)
-        if not self._bit_preserving or self._check_sop_uids:
+        if not self._bit_preserving or self._check_sop_uids or self._wanted:
             try:
-                self.header = header.read(prefix, syntax)
+                self.header = header.read(prefix, syntax, self._wanted)
             except header.HeaderError as exc:
                 LOG.debug("cannot read the dataset's header elements: %s", exc)
+                # The prefix may end inside an element: the whole dataset may tell more.
+                self.header = header.Header(complete=not self._wanted)
         if self._bit_preserving:
             uids = self.command.sop_class_uid.strip(" "), self.command.sop_instance_uid.strip(" ")
             source_ae: str | None = self.command.calling_ae_title
@@ -214,6 +241,7 @@ class IncomingObject:
         try:
             self.temp = storage.TempFile(self._spool)
             self.temp.write(meta)
+            self._dataset_offset = len(meta)
         except OSError as exc:
             self._fail(exc)
             return

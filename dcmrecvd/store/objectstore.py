@@ -17,7 +17,7 @@ from pathlib import Path
 
 from pydicom.dataset import Dataset
 
-from dcmrecvd import logfields
+from dcmrecvd import logfields, pathtemplate
 from dcmrecvd.settings import NamingScheme, Settings, StorageMode
 from dcmrecvd.sink import Discarding, Sink, StoreCommand
 from dcmrecvd.stats import Stats
@@ -117,6 +117,7 @@ class ObjectStore:
             space_directory=self.settings.output_dir,
             check_sop_uids=self.settings.check_sop_uids,
             keep_refused=self.quarantine is not None,
+            wanted=template.tags if (template := self.settings.path_template) else frozenset(),
         )
 
     def store(self, sink: Sink | None) -> int | Dataset:
@@ -150,9 +151,12 @@ class ObjectStore:
         sop_class, sop_instance = obj.sop_uids
         bit_preserving = self.settings.storage is StorageMode.BIT_PRESERVING
         try:
-            directory = self._directory(obj.header, bit_preserving)
-            # The first name, for the error lines; unique schemes may take another.
-            name = self._name(directory, sop_class, sop_instance)
+            if self.settings.path_template is not None:
+                directory, name = self._templated(self.settings.path_template, obj)
+            else:
+                directory = self._directory(obj.header, bit_preserving)
+                # The first name, for the error lines; unique schemes may take another.
+                name = self._name(directory, sop_class, sop_instance)
         except naming.NamingError as exc:
             LOG.error("cannot generate directory or file name for received object: %s", exc)
             return CANNOT_UNDERSTAND
@@ -260,6 +264,32 @@ class ObjectStore:
             now=datetime.now(),
             exists=lambda candidate: _exists(Path(directory or "."), candidate),
         )
+
+    def _templated(
+        self, template: pathtemplate.Template, obj: incoming.IncomingObject
+    ) -> tuple[str, str]:
+        """The directory and file name that the path template makes for `obj`."""
+        values: dict[int, bytes | None] = dict(obj.header.value_map())
+        sop_class, sop_instance = obj.sop_uids
+        # The request's UIDs name the file, as in every other scheme.
+        values[header.SOP_CLASS_UID] = sop_class.encode("ascii", "replace")
+        values[header.SOP_INSTANCE_UID] = sop_instance.encode("ascii", "replace")
+        charset = values.get(header.SPECIFIC_CHARACTER_SET)
+        try:
+            relative = pathtemplate.render(
+                template,
+                values,
+                character_set=charset.decode("ascii", "replace") if charset else None,
+                extension=self.settings.extension,
+                prefix=naming.modality_prefix(sop_class) or naming.UNKNOWN_PREFIX,
+            )
+        except pathtemplate.RenderError as exc:
+            raise naming.NamingError(f"{naming.COULD_NOT_GENERATE_FILENAME}: {exc}") from exc
+        parent, _, name = relative.rpartition("/")
+        directory = (
+            join_path(self.settings.output_dir, parent) if parent else self.settings.output_dir
+        )
+        return directory, name
 
     def _directory(self, found: header.Header, bit_preserving: bool) -> str:
         """The directory an object goes to: the output directory or a series-date one."""

@@ -490,3 +490,26 @@ def test_structured_fields_reach_the_journal(tmp_path: Path) -> None:
         "Refusing Association (no acceptable presentation contexts)"
     ]
     assert mr02[0]["ASSOC_ID"] != stored["ASSOC_ID"]
+
+
+def test_a_path_template_names_what_dcmtk_storescu_sends(tmp_path: Path) -> None:
+    port = free_port()
+    out = tmp_path / "in"
+    out.mkdir()
+    template = "{PatientID}/{SeriesDate:%Y/%m}/{Modality}.{SOPInstanceUID}{extension}"
+    text = conf(port, out, extension=".dcm", path_template=template)
+    files = dicomgen.write_all(
+        [dicomgen.Spec(dicomgen.CT, f"1.2.3.4.60{n}") for n in range(3)], tmp_path / "send"
+    )
+    with dcmrecvd(tmp_path, text) as daemon:
+        store = subprocess.run(
+            ["storescu", "-aec", "DCMRECVD", LOCALHOST, str(port), *map(str, files)],
+            check=False,
+            capture_output=True,
+            text=True,
+        )
+        assert store.returncode == 0, store.stderr
+        assert daemon.stop() == 0
+    # dicomgen's objects: PatientID DCMRECVD-1, Series Date 20240115, Modality OT.
+    stored = sorted(str(p.relative_to(out)) for p in out.rglob("*.dcm"))
+    assert stored == [f"DCMRECVD-1/2024/01/OT.1.2.3.4.60{n}.dcm" for n in range(3)]

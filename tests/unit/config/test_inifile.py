@@ -303,3 +303,33 @@ def test_quarantine_errors(tmp_path: Path, lines: str, line: int, reason: str) -
     error = error_of(f"[receiver]\noutput-directory = {tmp_path}/in\n" + lines.format(tmp=tmp_path))
     assert error.line == line
     assert reason.format(tmp=tmp_path) in error.reason
+
+
+def test_path_template_key() -> None:
+    assert parse("").settings.path_template is None
+    found = parse(
+        "[receiver]\nnaming = default\nsubdirectories = none\n"
+        "path-template = {PatientID}/{StudyDate:%Y/%m}/{SOPInstanceUID}{extension}\n"
+    ).settings
+    assert found.path_template is not None
+    assert found.path_template.tags == {0x00100020, 0x00080020, 0x00080018}
+
+
+@pytest.mark.parametrize(
+    ("lines", "line", "reason"),
+    [
+        ("path-template = {PatientName2}/{SOPInstanceUID}\n", 2, "column 2: unknown DICOM keyword"),
+        ("path-template = {PatientID}\n", 2, "path-template:"),
+        ("path-template = /{SOPInstanceUID}\n", 2, "path-template:"),
+        ("naming = unique\npath-template = {SOPInstanceUID}\n", 2, "leave naming at default"),
+        (
+            "subdirectories = series-date\npath-template = {SOPInstanceUID}\n",
+            2,
+            "leave subdirectories at none",
+        ),
+    ],
+)
+def test_path_template_errors(lines: str, line: int, reason: str) -> None:
+    error = error_of("[receiver]\n" + lines)
+    assert error.line == line
+    assert reason in error.reason
