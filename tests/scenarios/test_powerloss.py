@@ -24,6 +24,7 @@ import pytest
 from pydicom import dcmread
 from pydicom.dataset import Dataset
 
+from dcmrecvd import pathtemplate
 from dcmrecvd.profiles import Profile
 from dcmrecvd.settings import NamingScheme, StorageMode, SubdirMode
 from dcmrecvd.store import storage
@@ -214,6 +215,7 @@ NAMINGS = {
     "+fst": NamingScheme.SYSTEM_TIME,
 }
 SSD = {"subdir": SubdirMode.SERIES_DATE}
+TEMPLATE = pathtemplate.parse("{PatientID}/{SeriesDate:%Y/%m/%d|NODATE}/{SOPInstanceUID}.dcm")
 BIT_PRESERVING = {"storage": StorageMode.BIT_PRESERVING}
 # Settings changes of each mode. +B writes the object its own way, whatever its name; it
 # cannot go with +ssd (DCMTK has no dataset to take the date from).
@@ -221,6 +223,11 @@ MODES = [
     *(pytest.param({"naming": n}, id=f) for f, n in NAMINGS.items()),
     *(pytest.param({"naming": n, **SSD}, id=f"{f} +ssd") for f, n in NAMINGS.items()),
     *(pytest.param({"naming": NAMINGS[f], **BIT_PRESERVING}, id=f"{f} +B") for f in ("+fd", "+fu")),
+    # New directories three and four levels deep, made from the dataset.
+    *(
+        pytest.param({"path_template": TEMPLATE, **extra}, id=name)
+        for name, extra in (("template", {}), ("template +B", BIT_PRESERVING))
+    ),
 ]
 DATED = {"data/2023/12/31", "data/2024/01/15", "data/2024/01/16"}
 
