@@ -295,20 +295,31 @@ def _encodings(character_set: str | None) -> list[str]:
     return [python_encoding.get(term.strip(" \0"), "latin_1") for term in terms]
 
 
+def text_value(raw: bytes, vr: str, character_set: str | None) -> str:
+    """The first value of a raw text element, decoded and without padding; not sanitized
+    (the index keeps values as they are)."""
+    return _text(raw, vr, _encodings(character_set))
+
+
+def _text(raw: bytes, vr: str, encodings: list[str]) -> str:
+    if vr in _CHARSET_VRS:
+        delimiters = _PN_DELIMITERS if vr == "PN" else _DELIMITERS
+        text = _decode(raw, encodings, delimiters)
+    else:
+        text = raw.decode("ascii", "replace")
+    if vr not in _SINGLE_VRS:
+        text = text.split("\\", 1)[0]
+    text = text.rstrip(" \0")
+    if vr != "UI":
+        text = text.lstrip(" ")
+    return text
+
+
 def _value(field: Field, raw: bytes | None, encodings: list[str]) -> str:
     """The text a field gives for its raw value: sanitized, its fallback if none."""
     if raw is None:
         return field.fallback
-    if field.vr in _CHARSET_VRS:
-        delimiters = _PN_DELIMITERS if field.vr == "PN" else _DELIMITERS
-        text = _decode(raw, encodings, delimiters)
-    else:
-        text = raw.decode("ascii", "replace")
-    if field.vr not in _SINGLE_VRS:
-        text = text.split("\\", 1)[0]
-    text = text.rstrip(" \0")
-    if field.vr != "UI":
-        text = text.lstrip(" ")
+    text = _text(raw, field.vr, encodings)
     if field.date_format:
         return _date(field, text) or field.fallback
     return _sanitized(text) or field.fallback

@@ -146,6 +146,8 @@ class Settings:
     # dcmrecvd: the path under output_dir made from the dataset's elements, instead of
     # naming and subdir.
     path_template: Template | None = None
+    # dcmrecvd: the SQLite file that lists every stored object; None: no index.
+    index_path: str | None = None
     extension: str = ""
     storage: StorageMode = StorageMode.NORMAL
     # A second object under an existing file name (+fd, +fst; unique schemes never clash).

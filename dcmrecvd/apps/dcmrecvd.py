@@ -20,7 +20,7 @@ from dcmrecvd.config import asconfig, inifile, tls
 from dcmrecvd.pnd.server import Listener
 from dcmrecvd.service import arbiter, systemd
 from dcmrecvd.settings import DCMTK_CONTEXT_LIST_LIMIT, Settings
-from dcmrecvd.store import objectstore
+from dcmrecvd.store import index, objectstore
 
 PROGRAM = "dcmrecvd"
 LOG = logging.getLogger("dcmrecv.daemon")
@@ -58,6 +58,12 @@ def _arguments(argv: Sequence[str] | None) -> argparse.Namespace:
         help="check the configuration, print what is wrong (file:line: reason) and exit",
     )
     actions.add_argument(
+        "--check-index",
+        action="store_true",
+        help="compare the index with the output directory, print what differs and exit"
+        " (1 if anything does)",
+    )
+    actions.add_argument(
         "--print-asconfig",
         action="store_true",
         help="print the configured profiles as a DCMTK association configuration file",
@@ -87,6 +93,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_CONFIG
     if args.check_config:
         return _check(loaded)
+    if args.check_index:
+        return _check_index(loaded)
     if args.print_asconfig:
         return _print_asconfig(loaded)
     if args.daemon:
@@ -112,6 +120,26 @@ def _check(loaded: inifile.Config) -> int:
         f" with {len(loaded.profile.contexts)} presentation contexts\n"
     )
     return arbiter.EXIT_OK
+
+
+def _check_index(loaded: inifile.Config) -> int:
+    if loaded.settings.index_path is None:
+        sys.stderr.write(f"{PROGRAM}: {loaded.path}: no index configured ([receiver] index)\n")
+        return EXIT_CONFIG
+    try:
+        found = objectstore.check_index(loaded.settings)
+    except index.IndexFailure as exc:
+        sys.stderr.write(f"{PROGRAM}: {exc}\n")
+        return EXIT_CONFIG
+    for path in found.added:
+        sys.stdout.write(f"not listed: {path}\n")
+    for path in found.gone:
+        sys.stdout.write(f"listed but gone: {path}\n")
+    sys.stdout.write(
+        f"{PROGRAM}: index {loaded.settings.index_path}: {len(found.added)} not listed,"
+        f" {len(found.gone)} gone\n"
+    )
+    return 1 if found.added or found.gone else arbiter.EXIT_OK
 
 
 def _print_asconfig(loaded: inifile.Config) -> int:

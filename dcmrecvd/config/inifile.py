@@ -284,6 +284,7 @@ _RECEIVER_KEYS: dict[str, tuple[str, Callable[[str], object]]] = {
     "subdirectories": ("subdir", _enum(SubdirMode)),
     "naming": ("naming", _enum(NamingScheme)),
     "path-template": ("path_template", _path_template),
+    "index": ("index_path", _optional_text),
     "extension": ("extension", _text),
     "storage": ("storage", _enum(StorageMode)),
     "max-pdu": ("max_pdu", _integer(MIN_PDU, MAX_PDU)),

@@ -28,7 +28,7 @@ from dcmrecvd.config import inifile, tls
 from dcmrecvd.pnd.server import Listener
 from dcmrecvd.service import board, systemd, workers
 from dcmrecvd.settings import Settings
-from dcmrecvd.store import objectstore, storage
+from dcmrecvd.store import index, objectstore, storage
 
 LOG = logging.getLogger("dcmrecv.daemon")
 
@@ -109,6 +109,11 @@ class Service:
             signal.signal(handled, self._on_signal)
         # Only at start: later, the temporary files in the spool are the workers', in use.
         objectstore.sweep_spool(self.loaded.settings.output_dir)
+        try:
+            objectstore.reconcile_index(self.loaded.settings)
+        except index.IndexFailure as exc:
+            LOG.critical("cannot use the index: %s", exc)
+            return EXIT_UNAVAILABLE
         for name, listener in self.listeners.items():
             host, port = listener.address
             LOG.info(

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 
@@ -21,7 +22,7 @@ from dcmrecvd import logfields, pathtemplate
 from dcmrecvd.settings import NamingScheme, Settings, StorageMode
 from dcmrecvd.sink import Discarding, Sink, StoreCommand
 from dcmrecvd.stats import Stats
-from dcmrecvd.store import header, incoming, naming, placement, quarantine, storage
+from dcmrecvd.store import header, incoming, index, naming, placement, quarantine, storage
 from dcmrecvd.store.freespace import Reserve
 
 LOG = logging.getLogger("dcmrecv")
@@ -65,6 +66,53 @@ def sweep_spool(output_dir: str) -> None:
         )
 
 
+def _not_objects(index_path: Path) -> Callable[[Path], bool]:
+    """What in the output directory is not a received object: the spool, the index."""
+    return lambda path: (
+        storage.SPOOL_DIRECTORY in path.parts or path.name.startswith(index_path.name)
+    )
+
+
+def reconcile_index(settings: Settings) -> None:
+    """Make the index list exactly the objects in the output directory (the files are the
+    truth): what a kill or a power cut left unlisted is added, what is gone is dropped.
+    Raises index.IndexFailure."""
+    if settings.index_path is None:
+        return
+    path = Path(settings.index_path)
+    listing = index.Index(path)
+    try:
+        fixed = index.reconcile(listing, Path(settings.output_dir), skip=_not_objects(path))
+    finally:
+        listing.close()
+    if fixed.added or fixed.gone:
+        LOG.warning(
+            "index %s: listed %d stored object(s) it lacked, dropped %d that are gone",
+            path,
+            len(fixed.added),
+            len(fixed.gone),
+        )
+
+
+def check_index(settings: Settings) -> index.Reconciled:
+    """What the index and the output directory disagree on; nothing is changed."""
+    assert settings.index_path is not None
+    path = Path(settings.index_path)
+    listing = index.Index(path)
+    try:
+        return index.check(listing, Path(settings.output_dir), skip=_not_objects(path))
+    finally:
+        listing.close()
+
+
+# The elements the index lists besides the SOP UIDs.
+STUDY_INSTANCE_UID = 0x0020000D
+SERIES_INSTANCE_UID = 0x0020000E
+PATIENT_ID = 0x00100020
+MODALITY = 0x00080060
+INDEX_TAGS = frozenset({STUDY_INSTANCE_UID, SERIES_INSTANCE_UID, PATIENT_ID, MODALITY})
+
+
 def join_path(directory: str, name: str) -> str:
     """DCMTK's combineDirAndFilename: relative stays relative, trailing '/' dropped."""
     if not directory:
@@ -104,6 +152,12 @@ class ObjectStore:
             if settings.quarantine_dir is not None
             else None
         )
+        # Opened in the process that stores (a worker, after its fork), as SQLite wants.
+        self.index = index.Index(Path(settings.index_path)) if settings.index_path else None
+        wanted = INDEX_TAGS if self.index is not None else frozenset()
+        if settings.path_template is not None:
+            wanted |= settings.path_template.tags
+        self._wanted = wanted
 
     def sink(self, command: StoreCommand) -> Sink:
         """Where the dataset of a C-STORE-RQ whose command has arrived goes."""
@@ -117,7 +171,7 @@ class ObjectStore:
             space_directory=self.settings.output_dir,
             check_sop_uids=self.settings.check_sop_uids,
             keep_refused=self.quarantine is not None,
-            wanted=template.tags if (template := self.settings.path_template) else frozenset(),
+            wanted=self._wanted,
         )
 
     def store(self, sink: Sink | None) -> int | Dataset:
@@ -194,7 +248,13 @@ class ObjectStore:
         except placement.PlacementError as exc:
             LOG.error("cannot store received object: %s", exc)
             return _failure(OUT_OF_RESOURCES, storage.reason(exc.error))
-        return self._report(placed, obj.received)
+        status = self._report(placed, obj.received)
+        if self.index is not None and placed.outcome not in (
+            placement.Outcome.KEPT_EXISTING,
+            placement.Outcome.REJECTED,
+        ):
+            self._index(self.index, obj, placed.path)
+        return status
 
     def _refuse(self, obj: incoming.IncomingObject, failure: incoming.Failure) -> Dataset:
         """Answer an object that arrived whole but cannot be stored; keep its bytes if asked.
@@ -235,6 +295,40 @@ class ObjectStore:
             else CANNOT_UNDERSTAND
         )
         return _failure(status, failure.comment)
+
+    def _index(self, listing: index.Index, obj: incoming.IncomingObject, path: str) -> None:
+        """List a stored object. It is durable under its name already: if listing fails,
+        the file stays and the next start's reconciliation adds it."""
+        values = obj.header.value_map()
+        charset = values.get(header.SPECIFIC_CHARACTER_SET)
+        character_set = charset.decode("ascii", "replace") if charset else None
+
+        def text(tag: int, vr: str) -> str:
+            raw = values.get(tag)
+            return "" if raw is None else pathtemplate.text_value(raw, vr, character_set)
+
+        sop_class, sop_instance = obj.sop_uids
+        fields = logfields.bound()
+        entry = index.Entry(
+            path=os.path.abspath(path),
+            sop_class_uid=sop_class,
+            sop_instance_uid=sop_instance,
+            study_instance_uid=text(STUDY_INSTANCE_UID, "UI"),
+            series_instance_uid=text(SERIES_INSTANCE_UID, "UI"),
+            patient_id=text(PATIENT_ID, "LO"),
+            modality=text(MODALITY, "CS"),
+            calling_ae=fields.get("DICOM_CALLING_AET", ""),
+            called_ae=fields.get("DICOM_CALLED_AET", ""),
+            peer_address=fields.get("PEER_ADDR", ""),
+            transfer_syntax=str(obj.command.transfer_syntax or ""),
+            size=obj.received,
+            received_at=time.time(),
+            association_id=fields.get("ASSOC_ID", ""),
+        )
+        try:
+            listing.record(entry)
+        except index.IndexFailure as exc:
+            LOG.error("cannot list the stored object in the index (the next start will): %s", exc)
 
     def _report(self, placed: placement.Placed, size: int) -> int | Dataset:
         """Log what placing the object did, as DCMTK words it where DCMTK does it."""

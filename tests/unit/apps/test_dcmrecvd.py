@@ -10,8 +10,10 @@ import os
 import re
 import signal
 import socket
+import sqlite3
 import subprocess
 import time
+from contextlib import closing
 from pathlib import Path
 
 import pytest
@@ -513,3 +515,50 @@ def test_a_path_template_names_what_dcmtk_storescu_sends(tmp_path: Path) -> None
     # dicomgen's objects: PatientID DCMRECVD-1, Series Date 20240115, Modality OT.
     stored = sorted(str(p.relative_to(out)) for p in out.rglob("*.dcm"))
     assert stored == [f"DCMRECVD-1/2024/01/OT.1.2.3.4.60{n}.dcm" for n in range(3)]
+
+
+def test_the_index_lists_what_is_stored_and_a_start_repairs_it(tmp_path: Path) -> None:
+    port = free_port()
+    out = tmp_path / "in"
+    out.mkdir()
+    listing = tmp_path / "index.sqlite"
+    text = conf(port, out, extension=".dcm", index=str(listing))
+    files = dicomgen.write_all(
+        [dicomgen.Spec(dicomgen.CT, f"1.2.3.4.70{n}") for n in range(2)], tmp_path / "send"
+    )
+
+    def check_index() -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [DCMRECVD, "--config", str(tmp_path / "dcmrecvd.conf"), "--check-index"],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+
+    with dcmrecvd(tmp_path, text) as daemon:
+        store = subprocess.run(
+            ["storescu", "-aet", "CT01", "-aec", "DCMRECVD", LOCALHOST, str(port)]
+            + [str(f) for f in files],
+            check=False,
+            capture_output=True,
+            text=True,
+        )
+        assert store.returncode == 0, store.stderr
+        assert daemon.stop() == 0
+    assert check_index().returncode == 0
+    # Behind the receiver's back: one stored file goes, another object comes.
+    (out / "CT.1.2.3.4.700.dcm").unlink()
+    dicomgen.write_all([dicomgen.Spec(dicomgen.CT, "1.2.3.4.799")], out)
+    found = check_index()
+    assert found.returncode == 1
+    assert f"listed but gone: {out / 'CT.1.2.3.4.700.dcm'}" in found.stdout
+    assert f"not listed: {out / 'obj000.dcm'}" in found.stdout
+    with dcmrecvd(tmp_path, text) as daemon:
+        assert daemon.stop() == 0
+    assert "listed 1 stored object(s) it lacked, dropped 1 that are gone" in daemon.log()
+    assert check_index().returncode == 0
+    with closing(sqlite3.connect(listing)) as db:
+        rows = db.execute(
+            "SELECT sop_instance_uid, calling_ae, patient_id FROM objects ORDER BY 1"
+        ).fetchall()
+    assert rows == [("1.2.3.4.701", "CT01", "DCMRECVD-1"), ("1.2.3.4.799", "", "DCMRECVD-1")]
