@@ -19,6 +19,7 @@ from __future__ import annotations
 import os
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import astuple, dataclass, field, fields
 from pathlib import Path
@@ -116,7 +117,7 @@ class Index:
             raise
 
     def _prepare(self, connection: sqlite3.Connection) -> None:
-        (mode,) = connection.execute("PRAGMA journal_mode = WAL").fetchone()
+        mode = self._wal(connection)
         if mode != "wal":
             # Without WAL, a reader blocks the workers' writes.
             raise IndexFailure(f"{self.path}: journal mode is {mode}, WAL was refused")
@@ -138,6 +139,24 @@ class Index:
         except BaseException:
             connection.execute("ROLLBACK")
             raise
+
+    @staticmethod
+    def _wal(connection: sqlite3.Connection) -> str:
+        """Switch to WAL; the journal mode the file is in then.
+
+        While another connection reads the file, SQLite answers busy at once instead of
+        waiting (it would deadlock with a writer), so try again until the busy timeout.
+        """
+        deadline = time.monotonic() + BUSY_TIMEOUT_SECONDS
+        while True:
+            try:
+                (mode,) = connection.execute("PRAGMA journal_mode = WAL").fetchone()
+                return str(mode)
+            except sqlite3.OperationalError as exc:
+                busy = exc.sqlite_errorcode & 0xFF == sqlite3.SQLITE_BUSY
+                if not busy or time.monotonic() > deadline:
+                    raise
+            time.sleep(0.005)
 
     @property
     def files(self) -> tuple[Path, Path, Path]:

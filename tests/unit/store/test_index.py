@@ -89,6 +89,17 @@ def test_record_refuses_a_relative_or_unnormalised_path(tmp_path: Path) -> None:
         assert db.paths() == set()
 
 
+def test_add_missing_keeps_a_row_already_there(tmp_path: Path) -> None:
+    recorded = entry(str(tmp_path / "CT.1"), "1.2.3.4.1", calling_ae="MODALITY")
+    walked = entry(recorded.path, "1.2.3.4.1", calling_ae="", association_id="")
+    new = entry(str(tmp_path / "CT.2"), "1.2.3.4.2", calling_ae="")
+    with Index(tmp_path / "index.db") as db:
+        db.record(recorded)
+        assert db.add_missing([walked, new]) == [new.path]
+        assert db.get(recorded.path) == recorded
+        assert db.get(new.path) == new
+
+
 def _write_200(database: Path, worker: int, start: threading.Barrier) -> None:
     start.wait()  # both processes create the file and write at the same time
     with Index(database) as db:
@@ -107,6 +118,27 @@ def test_two_processes_write_the_same_file_concurrently(tmp_path: Path) -> None:
     assert [worker.exitcode for worker in workers] == [0, 0]
     with Index(database) as db:
         assert db.paths() == {f"/store/{w}/CT.{n}" for w in (1, 2) for n in range(200)}
+
+
+def _open(database: Path, start: threading.Barrier, opener: int) -> None:
+    start.wait()
+    with Index(database) as db:
+        db.record(entry(f"/store/CT.{opener}"))
+
+
+def test_processes_creating_the_same_file_at_once_all_open_it(tmp_path: Path) -> None:
+    # SQLite answers busy at once to a switch to WAL while another process reads.
+    for attempt in range(5):
+        database = tmp_path / f"index{attempt}.db"
+        start = FORK.Barrier(8)
+        openers = [FORK.Process(target=_open, args=(database, start, n)) for n in range(8)]
+        for opener in openers:
+            opener.start()
+        for opener in openers:
+            opener.join()
+        assert [opener.exitcode for opener in openers] == [0] * 8
+        with Index(database) as db:
+            assert len(db.paths()) == 8
 
 
 def test_threads_of_one_process_share_one_index(tmp_path: Path) -> None:
