@@ -553,7 +553,9 @@ def test_the_index_lists_what_is_stored_and_a_start_repairs_it(tmp_path: Path) -
     assert found.returncode == 1
     assert f"listed but gone: {out / 'CT.1.2.3.4.700.dcm'}" in found.stdout
     assert f"not listed: {out / 'obj000.dcm'}" in found.stdout
-    with dcmrecvd(tmp_path, text) as daemon:
+    again = tmp_path / "again"
+    again.mkdir()
+    with dcmrecvd(again, text) as daemon:
         assert daemon.stop() == 0
     assert "listed 1 stored object(s) it lacked, dropped 1 that are gone" in daemon.log()
     assert check_index().returncode == 0
