@@ -11,6 +11,7 @@ import argparse
 import logging
 import logging.handlers
 import os
+import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -58,6 +59,13 @@ def _arguments(argv: Sequence[str] | None) -> argparse.Namespace:
         help="check the configuration, print what is wrong (file:line: reason) and exit",
     )
     actions.add_argument(
+        "--reload",
+        type=int,
+        metavar="PID",
+        help="the unit's ExecReload=: tell systemd that a reload starts, then send SIGHUP"
+        " to the daemon PID",
+    )
+    actions.add_argument(
         "--check-index",
         action="store_true",
         help="compare the index with the output directory, print what differs and exit"
@@ -86,6 +94,8 @@ def _arguments(argv: Sequence[str] | None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     """dcmrecvd's command line; the exit status."""
     args = _arguments(argv)
+    if args.reload is not None:
+        return _reload(args.reload)
     try:
         loaded = inifile.read(inifile.EMBEDDED if args.no_config else str(args.config))
     except inifile.ConfigError as exc:
@@ -119,6 +129,27 @@ def _check(loaded: inifile.Config) -> int:
         f"{PROGRAM}: {loaded.path}: configuration is valid; profile {loaded.profile.name}"
         f" with {len(loaded.profile.contexts)} presentation contexts\n"
     )
+    return arbiter.EXIT_OK
+
+
+def _reload(pid: int) -> int:
+    """Start a reload so that `systemctl reload` waits for it to end.
+
+    systemd ends a reload job when ExecReload= exits, unless it has read RELOADING=1
+    first; then it waits for READY=1, which the daemon sends when the new configuration
+    is in force (or refused). The daemon sends RELOADING=1 when SIGHUP reaches it, but a
+    bare `kill -HUP` may exit before that, and `systemctl reload` returned with the old
+    configuration still serving. So this control process (NotifyAccess=exec lets it)
+    says RELOADING=1 itself, before the signal.
+    """
+    notifier = systemd.Notifier.from_environment()
+    notifier.reloading()
+    try:
+        os.kill(pid, signal.SIGHUP)
+    except OSError as exc:
+        notifier.ready()  # no reload comes: systemd must not wait for one
+        sys.stderr.write(f"{PROGRAM}: cannot signal process {pid}: {exc.strerror}\n")
+        return EXIT_USAGE
     return arbiter.EXIT_OK
 
 

@@ -150,11 +150,13 @@ class Notifier:
     """Sends sd_notify(3) messages to systemd; does nothing when NOTIFY_SOCKET was not set.
 
     systemd accepts a message only from a process that NotifyAccess= allows. dcmrecvd's
-    unit has NotifyAccess=main: only MAINPID, the foreground process systemd started, may
-    notify; messages from any other pid are dropped by systemd. A watchdog ping from a
-    forked child would even prove the wrong process alive under NotifyAccess=all. So a
-    Notifier sends only from the process that built it (build it after any fork that makes
-    the main process), and is a no-op in processes forked from that one. A new socket per
+    unit has NotifyAccess=exec: MAINPID, the foreground process systemd started, and the
+    processes systemd starts itself (ExecReload=, `dcmrecvd --reload`) may notify;
+    messages from any other pid, the forked workers among them, are dropped by systemd.
+    A watchdog ping from a forked child would even prove the wrong process alive under
+    NotifyAccess=all. So a Notifier sends only from the process that built it (build it
+    after any fork that makes the main process), and is a no-op in processes forked from
+    that one. A new socket per
     message means nothing is shared with a forked copy.
 
     Sending never raises on a socket error: the first failure is logged as a warning, later
@@ -212,7 +214,7 @@ class Notifier:
             return
         if os.getpid() != self._pid:
             self._warn(
-                "not notifying systemd from pid %d: only pid %d may (NotifyAccess=main)",
+                "not notifying systemd from pid %d: only pid %d may (NotifyAccess=exec)",
                 os.getpid(),
                 self._pid,
             )

@@ -5,7 +5,7 @@ process serves at most about one core's worth. The daemon therefore forks `worke
 processes (default: one per CPU core), each with its own Receiver accepting on the
 same listening sockets, which the parent bound or inherited from systemd before the
 fork; the kernel hands each connection to one of them. The parent serves nothing: it
-alone talks to systemd (NotifyAccess=main), restarts a worker that dies, reloads by
+alone talks to systemd (NotifyAccess=exec), restarts a worker that dies, reloads by
 forking a new generation and retiring the old one, and drains them all on stop.
 
 A worker runs until told otherwise: SIGUSR1 retires it (it stops accepting, lets its

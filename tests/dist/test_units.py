@@ -130,9 +130,9 @@ def test_socket_matches_what_the_daemon_looks_for() -> None:
 def test_service_runs_the_daemon_as_systemd_expects() -> None:
     keys = _keys(SERVICE)
     assert keys["Service.Type"] == ["notify"]
-    assert keys["Service.NotifyAccess"] == ["main"]
+    assert keys["Service.NotifyAccess"] == ["exec"]
     assert keys["Service.ExecStart"] == [f"/usr/bin/dcmrecvd --config {inifile.DEFAULT_PATH}"]
-    assert keys["Service.ExecReload"] == ["/bin/kill -HUP $MAINPID"]
+    assert keys["Service.ExecReload"] == ["/usr/bin/dcmrecvd --reload $MAINPID"]
     assert keys["Service.RestartPreventExitStatus"] == [str(daemon.EXIT_CONFIG)]
     assert keys["Service.User"] == keys["Service.StateDirectory"] == ["dcmrecvd"]
     assert "dcmrecvd.socket" in keys["Unit.Requires"]

@@ -12,6 +12,7 @@ import signal
 import socket
 import sqlite3
 import subprocess
+import sys
 import time
 from contextlib import closing
 from pathlib import Path
@@ -151,7 +152,7 @@ def test_notifications_over_a_whole_life(tmp_path: Path) -> None:
         status = daemon.notify.wait_for(lambda m: "STATUS" in m)
         assert f"on port {port}" in status["STATUS"]
         daemon.notify.wait_for(lambda m: m.get("WATCHDOG") == "1")
-        # Only the main process may notify (NotifyAccess=main).
+        # Only the main process may notify (NotifyAccess=exec: not the workers).
         assert {pid for _, pid in daemon.notify.messages} == {daemon.proc.pid}
         before = time.monotonic_ns() // 1000
         daemon.proc.send_signal(signal.SIGHUP)
@@ -564,3 +565,46 @@ def test_the_index_lists_what_is_stored_and_a_start_repairs_it(tmp_path: Path) -
             "SELECT sop_instance_uid, calling_ae, patient_id FROM objects ORDER BY 1"
         ).fetchall()
     assert rows == [("1.2.3.4.701", "CT01", "DCMRECVD-1"), ("1.2.3.4.799", "", "DCMRECVD-1")]
+
+
+def test_reload_says_reloading_from_its_own_process_then_signals(tmp_path: Path) -> None:
+    # A stand-in for the daemon: prints when SIGHUP comes.
+    target = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import signal, sys\n"
+            "signal.signal(signal.SIGHUP, lambda *_: (print('HUP', flush=True), sys.exit(0)))\n"
+            "print('ready', flush=True)\n"
+            "signal.pause()\n",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert target.stdout is not None and target.stdout.readline() == "ready\n"
+    notify = Notifications(tmp_path / "notify.sock")
+    try:
+        env = {**os.environ, "NOTIFY_SOCKET": str(notify.path)}
+        reload = subprocess.Popen([DCMRECVD, "--reload", str(target.pid)], env=env)
+        assert reload.wait(timeout=DEADLINE) == 0
+        message = notify.wait_for(lambda m: m.get("RELOADING") == "1")
+        assert int(message["MONOTONIC_USEC"]) > 0
+        # systemd takes it from the ExecReload= process only (NotifyAccess=exec).
+        assert [pid for fields, pid in notify.messages if "RELOADING" in fields] == [reload.pid]
+        assert target.stdout.readline() == "HUP\n"
+        assert target.wait(timeout=DEADLINE) == 0
+        gone = subprocess.run(
+            [DCMRECVD, "--reload", str(target.pid)],
+            check=False,
+            env=env,
+            capture_output=True,
+            text=True,
+        )
+        assert gone.returncode == 2
+        assert f"cannot signal process {target.pid}" in gone.stderr
+        # No reload comes: READY=1 so that systemd does not wait for one.
+        notify.wait_for(lambda m: m.get("READY") == "1")
+    finally:
+        target.kill()
+        target.wait()
+        notify.close()
