@@ -103,8 +103,8 @@ def run(settings: Settings) -> int:
         )
         return EXIT_CANNOT_START_SCP_AND_LISTEN
     receiver = Receiver(settings, profile)
-    tune_process()
     objectstore.sweep_spool(settings.output_dir)
+    tune_process()
     serving = server.Serving(receiver, listener, ssl_context)
     try:
         signum = _wait_for_termination()

@@ -103,5 +103,6 @@ def test_kill_9_mid_transfer(big: Path, tmp_path: Path) -> None:
     [left] = temp_files(out)
     assert left.stat().st_size < big.stat().st_size
     with receiver(cfg, out, free_port()):
-        assert temp_files(out) == []
+        # It listens before it sweeps (DCMTK's start-up order): wait for the sweep.
+        wait_until(lambda: temp_files(out) == [], what="the leftover temp file swept")
     assert final_files(out) == []
