@@ -57,7 +57,7 @@ def _keys(unit: Path) -> dict[str, list[str]]:
 
 @pytest.fixture
 def verifiable(tmp_path: Path) -> Iterator[Path]:
-    """A copy of systemd/ whose ExecStart= names a program that exists on this host.
+    """A copy of systemd/ whose ExecStart= and ExecReload= name a program that exists here.
 
     verify fails on a missing ExecStart= binary, and /usr/bin/dcmrecvd only exists where
     the package is installed (the e2e tests verify the installed units as they are).
@@ -66,8 +66,9 @@ def verifiable(tmp_path: Path) -> Iterator[Path]:
     for unit in (SERVICE, SOCKET):
         text = unit.read_text()
         if unit == SERVICE:
-            text = text.replace("ExecStart=/usr/bin/dcmrecvd ", "ExecStart=/bin/true ", 1)
-            assert "ExecStart=/bin/true " in text
+            for key in ("ExecStart", "ExecReload"):
+                text = text.replace(f"{key}=/usr/bin/dcmrecvd ", f"{key}=/bin/true ", 1)
+                assert f"{key}=/bin/true " in text
         (tmp_path / unit.name).write_text(text)
     yield tmp_path
     if not marker_existed:

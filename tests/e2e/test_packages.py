@@ -469,6 +469,57 @@ def test_upgrade_keeps_the_modified_conffile(installed: Installed) -> None:
     assert result.returncode == 0, result.stderr
 
 
+def test_path_templates_and_the_index_under_the_units_sandbox(
+    installed: Installed, tmp_path: Path
+) -> None:
+    box = installed.box
+    conf = box.path(CONF)
+    text = conf.read_text()
+    assert "extension = .dcm\n" in text
+    conf.write_text(
+        text.replace(
+            "extension = .dcm\n",
+            "extension = .dcm\n"
+            f"index = {DATA}/.index.sqlite\n"
+            "path-template = {PatientID}/{SeriesInstanceUID}/{SOPInstanceUID}{extension}\n",
+        )
+    )
+    # The index is brought in line with the files at start: not a reload. Stop, then
+    # start: `systemctl restart` can fail on Debian 13 as the upgrade did (postinst).
+    box.run("systemctl", "stop", "dcmrecvd")
+    box.run("systemctl", "start", "dcmrecvd")
+    wait_active(box)
+    uids = [f"1.2.826.0.1.3680043.10.1017.9{n}" for n in range(3)]
+    files = [
+        dicomgen.write(dicomgen.Spec(dicomgen.CT, uid), tmp_path / f"{n}.dcm")
+        for n, uid in enumerate(uids)
+    ]
+    result = subprocess.run(
+        [
+            _dcmtk("storescu"),
+            *("-aet", CALLING, "-aec", "E2ERECV", "127.0.0.1", str(installed.port)),
+            *map(str, files),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    user = passwd_entry(box, "dcmrecvd")
+    assert user is not None
+    for uid in uids:
+        # dicomgen's PatientID and Series Instance UID.
+        path = box.path(f"{DATA}/DCMRECVD-1/1.2.3.4.1.1/{uid}.dcm")
+        assert path.is_file(), path
+        assert path.stat().st_uid == int(user[2])
+    # The files stored before (flat names) were listed at the restart, the new ones as
+    # they came.
+    check = box.run("dcmrecvd", "--config", CONF, "--check-index", check=False)
+    assert check.returncode == 0, check.stdout + check.stderr
+    assert check.stdout.endswith(": 0 not listed, 0 gone\n")
+
+
 def test_systemctl_stop_closes_the_port(installed: Installed) -> None:
     box = installed.box
     box.run("systemctl", "stop", "dcmrecvd")
