@@ -126,6 +126,8 @@ def test_socket_matches_what_the_daemon_looks_for() -> None:
     assert keys["Socket.ListenStream"] == ["104"]
     # `systemctl stop dcmrecvd` must close the port.
     assert keys["Unit.PartOf"] == ["dcmrecvd.service"]
+    # A restart reopens it with the last connections in TIME-WAIT (systemd 257).
+    assert keys["Socket.ReusePort"] == ["yes"]
 
 
 def test_service_runs_the_daemon_as_systemd_expects() -> None:
