@@ -55,6 +55,12 @@ class Header:
     def value_map(self) -> Mapping[int, bytes]:
         return dict(self.values)
 
+    def character_set(self) -> str | None:
+        """Specific Character Set's text, None when the dataset has none (or none was
+        asked for: it is kept only with other wanted elements)."""
+        raw = self.value_map().get(SPECIFIC_CHARACTER_SET)
+        return raw.decode("ascii", "replace") if raw else None
+
 
 class HeaderError(Exception):
     """The start of the dataset cannot be parsed."""

@@ -80,11 +80,8 @@ def reconcile_index(settings: Settings) -> None:
     if settings.index_path is None:
         return
     path = Path(settings.index_path)
-    listing = index.Index(path)
-    try:
+    with index.Index(path) as listing:
         fixed = index.reconcile(listing, Path(settings.output_dir), skip=_not_objects(path))
-    finally:
-        listing.close()
     if fixed.added or fixed.gone:
         LOG.warning(
             "index %s: listed %d stored object(s) it lacked, dropped %d that are gone",
@@ -98,11 +95,8 @@ def check_index(settings: Settings) -> index.Reconciled:
     """What the index and the output directory disagree on; nothing is changed."""
     assert settings.index_path is not None
     path = Path(settings.index_path)
-    listing = index.Index(path)
-    try:
+    with index.Index(path) as listing:
         return index.check(listing, Path(settings.output_dir), skip=_not_objects(path))
-    finally:
-        listing.close()
 
 
 # The elements the index lists besides the SOP UIDs.
@@ -300,8 +294,7 @@ class ObjectStore:
         """List a stored object. It is durable under its name already: if listing fails,
         the file stays and the next start's reconciliation adds it."""
         values = obj.header.value_map()
-        charset = values.get(header.SPECIFIC_CHARACTER_SET)
-        character_set = charset.decode("ascii", "replace") if charset else None
+        character_set = obj.header.character_set()
 
         def text(tag: int, vr: str) -> str:
             raw = values.get(tag)
@@ -368,12 +361,11 @@ class ObjectStore:
         # The request's UIDs name the file, as in every other scheme.
         values[header.SOP_CLASS_UID] = sop_class.encode("ascii", "replace")
         values[header.SOP_INSTANCE_UID] = sop_instance.encode("ascii", "replace")
-        charset = values.get(header.SPECIFIC_CHARACTER_SET)
         try:
             relative = pathtemplate.render(
                 template,
                 values,
-                character_set=charset.decode("ascii", "replace") if charset else None,
+                character_set=obj.header.character_set(),
                 extension=self.settings.extension,
                 prefix=naming.modality_prefix(sop_class) or naming.UNKNOWN_PREFIX,
             )
