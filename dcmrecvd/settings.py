@@ -121,6 +121,69 @@ class TlsSettings:
     peer_certificate: PeerCertificate = PeerCertificate.REQUIRE
 
 
+class EventKind(enum.Enum):
+    """What happened, for manifests and hooks."""
+
+    INSTANCE_STORED = "instance-stored"
+    SERIES_COMPLETE = "series-complete"
+    STUDY_COMPLETE = "study-complete"
+
+
+@dataclass(frozen=True)
+class CompletionRule:
+    """What completes a study before its quiet period ends: once every series of it is
+    complete, and it has at least `expected_series` series or a series of each of
+    `required_modalities`. Neither set: the quiet period or the maximum age only."""
+
+    expected_series: int | None = None
+    required_modalities: tuple[str, ...] = ()
+
+    @property
+    def empty(self) -> bool:
+        return self.expected_series is None and not self.required_modalities
+
+
+@dataclass(frozen=True)
+class Hook:
+    """One [hook NAME] section: a command run for each event of a kind."""
+
+    name: str
+    event: EventKind
+    # argv; each element may hold {placeholders}, each expanded within its element.
+    command: tuple[str, ...]
+    # Run only for events with an instance of one of these modalities; (): every event.
+    modalities: tuple[str, ...] = ()
+    timeout: float = 600.0
+    # Runs after the first failure; the n-th waits retry_delay * 2**(n-1), at most an hour.
+    retries: int = 3
+    retry_delay: float = 30.0
+
+
+@dataclass(frozen=True)
+class EventSettings:
+    """Series and study completion, manifests and hooks; their state is in the index."""
+
+    # Seconds without a new instance of the series (study) that complete it.
+    series_quiet: float = 60.0
+    study_quiet: float = 180.0
+    # Seconds after its first instance (of its generation) that a series or study
+    # completes anyway, marked so; None: never.
+    max_age: float | None = 24 * 3600.0
+    # The rule for studies whose first instance came from a peer (or over a profile)
+    # without one of its own.
+    rule: CompletionRule = CompletionRule()
+    # [peer NAME] and [profile NAME] rules, by name: a peer's rule before its profile's.
+    peer_rules: tuple[tuple[str, CompletionRule], ...] = ()
+    profile_rules: tuple[tuple[str, CompletionRule], ...] = ()
+    # Manifests: the maildir (tmp/, new/) and, under hooks/, the hooks' own copies.
+    directory: str = "events"
+    # The kinds whose manifests go into directory/new/ for a consumer to take.
+    manifests: frozenset[EventKind] = frozenset()
+    hooks: tuple[Hook, ...] = ()
+    # Hook commands running at once, for all hooks together.
+    hook_concurrency: int = 2
+
+
 @dataclass(frozen=True)
 class Settings:
     """One receiver's configuration."""
@@ -148,6 +211,8 @@ class Settings:
     path_template: Template | None = None
     # dcmrecvd: the SQLite file that lists every stored object; None: no index.
     index_path: str | None = None
+    # dcmrecvd: completion, manifests and hooks (they need the index); None: none.
+    events: EventSettings | None = None
     extension: str = ""
     storage: StorageMode = StorageMode.NORMAL
     # A second object under an existing file name (+fd, +fst; unique schemes never clash).

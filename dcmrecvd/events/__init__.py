@@ -1,0 +1,1 @@
+"""After the file lands: series and study completion, manifests and hooks."""
