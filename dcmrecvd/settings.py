@@ -176,7 +176,7 @@ class EventSettings:
     peer_rules: tuple[tuple[str, CompletionRule], ...] = ()
     profile_rules: tuple[tuple[str, CompletionRule], ...] = ()
     # Manifests: the maildir (tmp/, new/) and, under hooks/, the hooks' own copies.
-    directory: str = "events"
+    directory: str = ".events"
     # The kinds whose manifests go into directory/new/ for a consumer to take.
     manifests: frozenset[EventKind] = frozenset()
     hooks: tuple[Hook, ...] = ()

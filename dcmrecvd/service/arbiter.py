@@ -26,7 +26,7 @@ from types import FrameType
 from dcmrecvd import __version__, logs
 from dcmrecvd.config import inifile, tls
 from dcmrecvd.pnd.server import Listener
-from dcmrecvd.service import board, systemd, workers
+from dcmrecvd.service import board, eventsproc, systemd, workers
 from dcmrecvd.settings import Settings
 from dcmrecvd.store import index, objectstore, storage
 
@@ -84,6 +84,9 @@ class Service:
         self._started: dict[int, float] = {}
         self._spools: dict[int, Path] = {}
         self._restart_at = 0.0
+        # The events process (completion, manifests, hooks), when configured.
+        self.events_pid: int | None = None
+        self._events_restart_at = 0.0
         self._stopping = False
         self._signals: queue.SimpleQueue[int] = queue.SimpleQueue()
         # Signals that came while a reload waited for the old workers; handled next.
@@ -100,6 +103,11 @@ class Service:
         self._started[pid] = time.monotonic()
         self._spools[pid] = storage.spool_directory(self.loaded.settings.output_dir)
         return pid, slot
+
+    def _start_events(self) -> None:
+        """Fork the events process if the configuration wants one and none runs."""
+        if self.loaded.settings.events is not None and self.events_pid is None:
+            self.events_pid = eventsproc.spawn(self.loaded, self.listeners.values())
 
     def _wanted(self) -> int:
         return workers.count(self.loaded.settings.workers)
@@ -127,6 +135,7 @@ class Service:
                 self.loaded.profile.name,
             )
         try:
+            self._start_events()
             for _ in range(self._wanted()):
                 pid, slot = self._spawn()
                 self.current[pid] = slot
@@ -183,6 +192,12 @@ class Service:
             if pid == 0:
                 return
             code = os.waitstatus_to_exitcode(status)
+            if pid == self.events_pid:
+                self.events_pid = None
+                if not self._stopping:
+                    LOG.error("events process %d ended with status %d; starting another", pid, code)
+                    self._events_restart_at = time.monotonic() + RESTART_DELAY
+                continue
             if pid in self.current:
                 slot = self.current.pop(pid)
                 if not self._stopping:
@@ -203,7 +218,15 @@ class Service:
                     LOG.warning("removed %d temporary file(s) of worker %d", len(removed), pid)
 
     def _replace_dead(self) -> None:
-        if self._stopping or time.monotonic() < self._restart_at:
+        if self._stopping:
+            return
+        if time.monotonic() >= self._events_restart_at:
+            try:
+                self._start_events()
+            except OSError as exc:
+                LOG.error("cannot start the events process: %s", exc)
+                self._events_restart_at = time.monotonic() + RESTART_DELAY
+        if time.monotonic() < self._restart_at:
             return
         try:
             while len(self.current) < self._wanted():
@@ -242,6 +265,10 @@ class Service:
                 raise inifile.ConfigError(
                     loaded.path, None, "adding or removing [tls] takes a restart"
                 )
+            if loaded.settings.index_path != self.loaded.settings.index_path:
+                raise inifile.ConfigError(
+                    loaded.path, None, "changing [receiver] index takes a restart"
+                )
             # Certificates and keys are read again here, so a renewed one takes effect.
             context = tls.context_for(loaded.settings)
         except (inifile.ConfigError, tls.TlsError) as exc:
@@ -249,7 +276,21 @@ class Service:
         else:
             self._warn_unreloadable(loaded.settings)
             self._switch(loaded, context)
+            self._reload_events()
         self.notifier.ready()
+
+    def _reload_events(self) -> None:
+        """Start, stop or tell the events process as the configuration now says."""
+        if self.events_pid is None:
+            try:
+                self._start_events()
+            except OSError as exc:
+                LOG.error("cannot start the events process: %s", exc)
+                self._events_restart_at = time.monotonic() + RESTART_DELAY
+        elif self.loaded.settings.events is None:
+            self._signal([self.events_pid], signal.SIGTERM)
+        else:
+            self._signal([self.events_pid], signal.SIGHUP)
 
     def _switch(self, loaded: inifile.Config, context: ssl.SSLContext | None) -> None:
         """Fork a generation for `loaded`, then retire the old one (it finishes its work)."""
@@ -341,19 +382,25 @@ class Service:
         """Stop every worker: each gives its associations stop-grace, then aborts them."""
         self._stopping = True
         self.notifier.stopping()
-        self._signal([*self.current, *self.retired], signal.SIGTERM)
+        events = [] if self.events_pid is None else [self.events_pid]
+        self._signal([*self.current, *self.retired, *events], signal.SIGTERM)
         for listener in self.listeners.values():
             listener.close()
         deadline = time.monotonic() + self.loaded.settings.stop_grace + DRAIN_MARGIN
-        while self.current or self.retired:
+
+        def running() -> list[int]:
+            events = [] if self.events_pid is None else [self.events_pid]
+            return [*self.current, *self.retired, *events]
+
+        while running():
             self._reap()
             left = deadline - time.monotonic()
-            if not (self.current or self.retired) or left <= 0:
+            if not running() or left <= 0:
                 break
             with suppress(queue.Empty):
                 self._signals.get(timeout=left)  # SIGCHLD ends the wait
-        for pid in [*self.current, *self.retired]:
-            LOG.error("worker %d did not stop in time; killing it", pid)
+        for pid in running():
+            LOG.error("process %d did not stop in time; killing it", pid)
             with suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
             with suppress(ChildProcessError):

@@ -90,7 +90,7 @@ def spawn(board: Board, generation: Generation) -> tuple[int, int]:
     if pid == 0:
         status = EXIT_SOFTWARE
         try:
-            _end_with_parent()
+            end_with_parent()
             board.slot = slot
             status = _Worker(board, generation, previous).run()
         except BaseException:
@@ -103,7 +103,7 @@ def spawn(board: Board, generation: Generation) -> tuple[int, int]:
     return pid, slot
 
 
-def _end_with_parent() -> None:
+def end_with_parent() -> None:
     """Have the kernel send SIGTERM when the parent dies, so no orphan keeps the port."""
     libc = ctypes.CDLL(None, use_errno=True)
     if libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0) != 0:

@@ -12,6 +12,13 @@ not resolved), so that a path recorded by the store and one found by a walk matc
 An SQLite connection must not cross fork(): each process opens its own Index after it
 is forked; an Index used in another process than the one that opened it raises
 IndexFailure. Within a process, threads may share one Index.
+
+Since schema 2 the file also holds what completion and events need (dcmrecvd/events):
+the open or complete state of each series and study, and the events with their
+deliveries. A worker touches the state of an object's series and study in the
+transaction that lists the object, and records an instance-stored event in it too, so
+that no event is ever lost between the file and its listing; the events process alone
+completes series and studies and delivers.
 """
 
 from __future__ import annotations
@@ -32,7 +39,7 @@ from pydicom.multival import MultiValue
 
 T = TypeVar("T")
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 # Long enough for another worker's transaction (one row, or one reconcile batch).
 BUSY_TIMEOUT_SECONDS = 10.0
 # Rows added per transaction by reconcile: one transaction per file is slow on a large
@@ -58,8 +65,52 @@ _SCHEMA = (
     )""",
     "CREATE INDEX objects_sop_instance ON objects (sop_instance_uid)",
     "CREATE INDEX objects_study_series ON objects (study_instance_uid, series_instance_uid)",
-    f"PRAGMA user_version = {SCHEMA_VERSION}",
 )
+# Schema 2: completion state, events and their deliveries. `open` is 1 while a series
+# (study) is receiving, 0 once complete; first_received is that of its generation.
+_SCHEMA_2 = (
+    """CREATE TABLE series (
+        series_instance_uid TEXT PRIMARY KEY NOT NULL,
+        study_instance_uid TEXT NOT NULL,
+        generation INTEGER NOT NULL,
+        open INTEGER NOT NULL,
+        first_received REAL NOT NULL,
+        last_received REAL NOT NULL
+    )""",
+    "CREATE INDEX series_study ON series (study_instance_uid)",
+    "CREATE INDEX series_open ON series (open)",
+    """CREATE TABLE studies (
+        study_instance_uid TEXT PRIMARY KEY NOT NULL,
+        generation INTEGER NOT NULL,
+        open INTEGER NOT NULL,
+        first_received REAL NOT NULL,
+        last_received REAL NOT NULL
+    )""",
+    "CREATE INDEX studies_open ON studies (open)",
+    # AUTOINCREMENT: a sequence number is never reused, so manifest names never repeat.
+    """CREATE TABLE events (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        id TEXT UNIQUE NOT NULL,
+        kind TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        study_instance_uid TEXT NOT NULL,
+        series_instance_uid TEXT NOT NULL,
+        generation INTEGER NOT NULL,
+        manifest TEXT NOT NULL
+    )""",
+    # target: "manifest" or "hook:NAME"; state: pending, done, failed or dropped.
+    """CREATE TABLE deliveries (
+        seq INTEGER NOT NULL REFERENCES events (seq),
+        target TEXT NOT NULL,
+        state TEXT NOT NULL,
+        attempts INTEGER NOT NULL,
+        due REAL NOT NULL,
+        detail TEXT NOT NULL,
+        PRIMARY KEY (seq, target)
+    )""",
+    "CREATE INDEX deliveries_due ON deliveries (state, due)",
+)
+_MIGRATIONS = {0: _SCHEMA + _SCHEMA_2, 1: _SCHEMA_2}
 
 
 @dataclass(frozen=True)
@@ -83,8 +134,75 @@ class Entry:
 
 
 # The table's columns are the fields, in order: a row is Entry(*row).
-_NAMES = ", ".join(f.name for f in fields(Entry))
+ENTRY_COLUMNS = ", ".join(f.name for f in fields(Entry))
 _PLACEHOLDERS = ", ".join("?" * len(fields(Entry)))
+
+
+@dataclass(frozen=True)
+class NewEvent:
+    """An event to record, with the deliveries it gets (all pending at first)."""
+
+    id: str
+    kind: str
+    created_at: float
+    study_instance_uid: str
+    series_instance_uid: str
+    generation: int
+    manifest: str  # JSON
+    targets: tuple[str, ...]
+
+
+def insert_event(connection: sqlite3.Connection, event: NewEvent) -> int:
+    """Record `event` and its deliveries within the caller's transaction; its sequence."""
+    cursor = connection.execute(
+        "INSERT INTO events (id, kind, created_at, study_instance_uid, series_instance_uid,"
+        " generation, manifest) VALUES (?, ?, ?, ?, ?, ?, ?)",
+        (
+            event.id,
+            event.kind,
+            event.created_at,
+            event.study_instance_uid,
+            event.series_instance_uid,
+            event.generation,
+            event.manifest,
+        ),
+    )
+    seq = cursor.lastrowid
+    assert seq is not None
+    connection.executemany(
+        "INSERT INTO deliveries (seq, target, state, attempts, due, detail)"
+        " VALUES (?, ?, 'pending', 0, ?, '')",
+        [(seq, target, event.created_at) for target in event.targets],
+    )
+    return seq
+
+
+def touch(connection: sqlite3.Connection, entry: Entry) -> None:
+    """Within the caller's transaction: `entry` arrived, so its series and study are
+    open; one that had completed re-opens with its generation one higher."""
+    if not entry.study_instance_uid or not entry.series_instance_uid:
+        return  # nothing to complete: an object without them is only listed
+    at = entry.received_at
+    connection.execute(
+        "INSERT INTO series (series_instance_uid, study_instance_uid, generation, open,"
+        " first_received, last_received) VALUES (?, ?, 1, 1, ?, ?)"
+        " ON CONFLICT (series_instance_uid) DO UPDATE SET"
+        " generation = generation + 1 - open,"
+        " first_received = CASE WHEN open THEN first_received ELSE excluded.first_received END,"
+        " last_received = max(last_received, excluded.last_received),"
+        " open = 1",
+        (entry.series_instance_uid, entry.study_instance_uid, at, at),
+    )
+    connection.execute(
+        "INSERT INTO studies (study_instance_uid, generation, open, first_received,"
+        " last_received) VALUES (?, 1, 1, ?, ?)"
+        " ON CONFLICT (study_instance_uid) DO UPDATE SET"
+        " generation = generation + 1 - open,"
+        " first_received = CASE WHEN open THEN first_received ELSE excluded.first_received END,"
+        " last_received = max(last_received, excluded.last_received),"
+        " open = 1",
+        (entry.study_instance_uid, at, at),
+    )
 
 
 class IndexFailure(Exception):
@@ -99,6 +217,8 @@ class Index:
         self._pid = os.getpid()
         self._lock = threading.Lock()
         self._connection: sqlite3.Connection | None = None
+        # True when this opening made the file (it listed nothing before).
+        self.created = False
         try:
             # Autocommit: every transaction below is explicit.
             connection = sqlite3.connect(
@@ -128,9 +248,11 @@ class Index:
         connection.execute("BEGIN IMMEDIATE")
         try:
             (version,) = connection.execute("PRAGMA user_version").fetchone()
-            if version == 0:
-                for statement in _SCHEMA:
+            if version in _MIGRATIONS:
+                for statement in _MIGRATIONS[version]:
                     connection.execute(statement)
+                connection.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+                self.created = version == 0
             elif version != SCHEMA_VERSION:
                 raise IndexFailure(
                     f"{self.path}: schema version {version}, this program knows {SCHEMA_VERSION}"
@@ -186,22 +308,36 @@ class Index:
                 raise IndexFailure(f"{self.path}: {exc}") from exc
             return result
 
-    def record(self, entry: Entry) -> None:
-        """Index a stored object; a row with the same path (an overwrite) is replaced."""
-        _check_path(entry.path)
-        self._run(
-            lambda c: c.execute(
-                f"INSERT OR REPLACE INTO objects ({_NAMES}) VALUES ({_PLACEHOLDERS})",
-                astuple(entry),
-            ),
-            write=True,
-        )
+    def transaction(self, work: Callable[[sqlite3.Connection], T], *, write: bool) -> T:
+        """`work` in one transaction of this process's connection; raises IndexFailure."""
+        return self._run(work, write=write)
 
-    def add_missing(self, entries: Iterable[Entry]) -> list[str]:
+    def record(self, entry: Entry, *, track: bool = False, event: NewEvent | None = None) -> None:
+        """Index a stored object; a row with the same path (an overwrite) is replaced.
+
+        `track`: open its series and study for completion; `event`: record it too. All
+        in one transaction, so the listing, the state and the event go together.
+        """
+        _check_path(entry.path)
+
+        def insert(connection: sqlite3.Connection) -> None:
+            connection.execute(
+                f"INSERT OR REPLACE INTO objects ({ENTRY_COLUMNS}) VALUES ({_PLACEHOLDERS})",
+                astuple(entry),
+            )
+            if track:
+                touch(connection, entry)
+            if event is not None:
+                insert_event(connection, event)
+
+        self._run(insert, write=True)
+
+    def add_missing(self, entries: Iterable[Entry], *, track: bool = False) -> list[str]:
         """Index those of `entries` whose path is not indexed; the paths added.
 
         A row already there, even one recorded since the caller looked, is kept: the
-        store's row knows the association, a walk does not.
+        store's row knows the association, a walk does not. `track`: the objects added
+        open their series and study for completion, as received at their entry's time.
         """
         batch = list(entries)
         for entry in batch:
@@ -211,11 +347,13 @@ class Index:
             added = []
             for entry in batch:
                 cursor = connection.execute(
-                    f"INSERT OR IGNORE INTO objects ({_NAMES}) VALUES ({_PLACEHOLDERS})",
+                    f"INSERT OR IGNORE INTO objects ({ENTRY_COLUMNS}) VALUES ({_PLACEHOLDERS})",
                     astuple(entry),
                 )
                 if cursor.rowcount == 1:
                     added.append(entry.path)
+                    if track:
+                        touch(connection, entry)
             return added
 
         return self._run(insert, write=True)
@@ -230,7 +368,9 @@ class Index:
 
     def get(self, path: str) -> Entry | None:
         row = self._run(
-            lambda c: c.execute(f"SELECT {_NAMES} FROM objects WHERE path = ?", (path,)).fetchone(),
+            lambda c: c.execute(
+                f"SELECT {ENTRY_COLUMNS} FROM objects WHERE path = ?", (path,)
+            ).fetchone(),
             write=False,
         )
         return None if row is None else Entry(*row)
@@ -360,21 +500,24 @@ def _walk(
     found.gone = sorted(p for p in unseen if not _is_regular(p))
 
 
-def reconcile(index: Index, output_dir: Path, *, skip: Callable[[Path], bool]) -> Reconciled:
+def reconcile(
+    index: Index, output_dir: Path, *, skip: Callable[[Path], bool], track: bool = False
+) -> Reconciled:
     """Make the index list exactly the DICOM files under `output_dir`; what it changed.
 
     `skip` names the paths (files and directories) that are not stored objects: the
     spool, the index's own files, a quarantine inside, temporary names. Files whose
     name starts with "." are never objects. Rows a worker records meanwhile are kept.
+    `track`: the objects added open their series and study (see add_missing).
     """
     found = Reconciled()
     batch: list[Entry] = []
     for entry in _walk(index, output_dir, skip, found):
         batch.append(entry)
         if len(batch) == _BATCH:
-            found.added += index.add_missing(batch)
+            found.added += index.add_missing(batch, track=track)
             batch = []
-    found.added += index.add_missing(batch)
+    found.added += index.add_missing(batch, track=track)
     for path in found.gone:
         index.forget(path)
     found.added.sort()

@@ -12,14 +12,15 @@ from __future__ import annotations
 import logging
 import os
 import time
+import uuid
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 
 from pydicom.dataset import Dataset
 
-from dcmrecvd import logfields, pathtemplate
-from dcmrecvd.settings import NamingScheme, Settings, StorageMode
+from dcmrecvd import eventrecords, logfields, pathtemplate
+from dcmrecvd.settings import EventKind, EventSettings, NamingScheme, Settings, StorageMode
 from dcmrecvd.sink import Discarding, Sink, StoreCommand
 from dcmrecvd.stats import Stats
 from dcmrecvd.store import header, incoming, index, naming, placement, quarantine, storage
@@ -66,10 +67,18 @@ def sweep_spool(output_dir: str) -> None:
         )
 
 
-def _not_objects(index_path: Path) -> Callable[[Path], bool]:
-    """What in the output directory is not a received object: the spool, the index."""
+def _not_objects(settings: Settings) -> Callable[[Path], bool]:
+    """What in the output directory is not a received object: the spool, the index, the
+    events directory."""
+    assert settings.index_path is not None
+    name = Path(settings.index_path).name
+    events = (
+        Path(os.path.abspath(settings.events.directory)) if settings.events is not None else None
+    )
     return lambda path: (
-        storage.SPOOL_DIRECTORY in path.parts or path.name.startswith(index_path.name)
+        storage.SPOOL_DIRECTORY in path.parts
+        or path.name.startswith(name)
+        or (events is not None and Path(os.path.abspath(path)) == events)
     )
 
 
@@ -81,7 +90,12 @@ def reconcile_index(settings: Settings) -> None:
         return
     path = Path(settings.index_path)
     with index.Index(path) as listing:
-        fixed = index.reconcile(listing, Path(settings.output_dir), skip=_not_objects(path))
+        # An index made now adopts what is on disk: those objects were there before
+        # completion was tracked, and must not each become an event.
+        track = settings.events is not None and not listing.created
+        fixed = index.reconcile(
+            listing, Path(settings.output_dir), skip=_not_objects(settings), track=track
+        )
     if fixed.added or fixed.gone:
         LOG.warning(
             "index %s: listed %d stored object(s) it lacked, dropped %d that are gone",
@@ -94,9 +108,8 @@ def reconcile_index(settings: Settings) -> None:
 def check_index(settings: Settings) -> index.Reconciled:
     """What the index and the output directory disagree on; nothing is changed."""
     assert settings.index_path is not None
-    path = Path(settings.index_path)
-    with index.Index(path) as listing:
-        return index.check(listing, Path(settings.output_dir), skip=_not_objects(path))
+    with index.Index(Path(settings.index_path)) as listing:
+        return index.check(listing, Path(settings.output_dir), skip=_not_objects(settings))
 
 
 # The elements the index lists besides the SOP UIDs.
@@ -105,6 +118,33 @@ SERIES_INSTANCE_UID = 0x0020000E
 PATIENT_ID = 0x00100020
 MODALITY = 0x00080060
 INDEX_TAGS = frozenset({STUDY_INSTANCE_UID, SERIES_INSTANCE_UID, PATIENT_ID, MODALITY})
+
+
+def _instance_event(events: EventSettings, entry: index.Entry) -> index.NewEvent | None:
+    """The instance-stored event of `entry`, when a manifest or a hook wants one."""
+    kind = EventKind.INSTANCE_STORED
+    targets = eventrecords.targets(events, kind, [entry.modality])
+    if not targets:
+        return None
+    occurrence = eventrecords.Occurrence(
+        kind=kind,
+        id=str(uuid.uuid4()),
+        created_at=entry.received_at,
+        study_instance_uid=entry.study_instance_uid,
+        series_instance_uid=entry.series_instance_uid,
+        generation=0,
+        reason="",
+    )
+    return index.NewEvent(
+        id=occurrence.id,
+        kind=kind.value,
+        created_at=occurrence.created_at,
+        study_instance_uid=entry.study_instance_uid,
+        series_instance_uid=entry.series_instance_uid,
+        generation=0,
+        manifest=eventrecords.encode(eventrecords.manifest(occurrence, [entry])),
+        targets=targets,
+    )
 
 
 def join_path(directory: str, name: str) -> str:
@@ -318,8 +358,12 @@ class ObjectStore:
             received_at=time.time(),
             association_id=fields.get("ASSOC_ID", ""),
         )
+        events = self.settings.events
+        event = None
+        if events is not None:
+            event = _instance_event(events, entry)
         try:
-            listing.record(entry)
+            listing.record(entry, track=events is not None, event=event)
         except index.IndexFailure as exc:
             LOG.error("cannot list the stored object in the index (the next start will): %s", exc)
 

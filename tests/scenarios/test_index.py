@@ -74,7 +74,7 @@ def test_an_overwritten_file_is_listed_once(tmp_path: Path) -> None:
 def test_a_failing_index_never_fails_the_store(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    def broken(_self: index.Index, _entry: index.Entry) -> None:
+    def broken(_self: index.Index, _entry: index.Entry, **_tracking: object) -> None:
         raise index.IndexFailure("disk I/O error")
 
     monkeypatch.setattr(index.Index, "record", broken)

@@ -231,13 +231,13 @@ def test_a_worker_retired_before_it_has_its_signal_handlers_retires_cleanly(
     worker that did not exit 0 then raced the live workers' new temporary files. Here
     the worker is held before it sets them."""
     go_r, go_w = os.pipe()
-    end_with_parent = workers._end_with_parent
+    end_with_parent = workers.end_with_parent
 
     def held() -> None:
         select.select([go_r], [], [], STEP)
         end_with_parent()
 
-    monkeypatch.setattr(workers, "_end_with_parent", held)
+    monkeypatch.setattr(workers, "end_with_parent", held)
     try:
         with forked_worker(out) as worker:
             os.kill(worker.pid, signal.SIGUSR1)

@@ -1,0 +1,190 @@
+"""The events process: the one place that completes series and studies and delivers events.
+
+The parent forks it beside the workers when the configuration has completion or events,
+and starts another if it dies. It serves no association, so a hook, however slow, never
+delays a C-STORE response. Only one may run on an index at a time: it holds an exclusive
+lock (flock) on a file beside the index for its whole life, so a second one (a
+replacement started while a killed one's hooks still end) waits for it; completion is
+then never computed twice.
+
+Signals: SIGTERM stops it (running hooks are stopped and stay pending for the next
+start), SIGHUP re-reads the configuration file (the parent has just checked it): new
+rules and hooks apply to what follows, running hooks go on.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+import queue
+import signal
+import sys
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from types import FrameType
+
+from dcmrecvd.config import inifile
+from dcmrecvd.events import completion, delivery
+from dcmrecvd.events.hookrunner import HookRunner
+from dcmrecvd.pnd.server import Listener
+from dcmrecvd.service import workers
+from dcmrecvd.settings import Settings
+from dcmrecvd.store import index
+
+LOG = logging.getLogger("dcmrecv.events")
+
+# Completion is looked at this often at most, and at least this often.
+MIN_TICK = 0.1
+MAX_TICK = 1.0
+# How long running hooks get to end after SIGTERM before they are killed.
+STOP_GRACE = 5.0
+# Old finished events are removed this often.
+PRUNE_INTERVAL = 3600.0
+# The exit status when the index cannot be used (the parent starts another later).
+EXIT_INDEX = 75
+
+
+def lock_path(index_path: str) -> Path:
+    return Path(f"{index_path}.events-lock")
+
+
+def tick(settings: Settings) -> float:
+    """How often completion is looked at: well within the shortest quiet period."""
+    assert settings.events is not None
+    return min(MAX_TICK, max(MIN_TICK, settings.events.series_quiet / 4))
+
+
+def spawn(loaded: inifile.Config, listeners: Iterable[Listener]) -> int:
+    """Fork the events process for `loaded`; its pid. Raises OSError."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    blocked = workers.PARENT_SIGNALS | {signal.SIGUSR1}
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, blocked)
+    try:
+        pid = os.fork()
+    except OSError:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+        raise
+    if pid == 0:
+        status = workers.EXIT_SOFTWARE
+        try:
+            workers.end_with_parent()
+            # Not ours to hold: a listening socket kept open here would outlive the
+            # workers that serve it.
+            for listener in listeners:
+                listener.close()
+            status = EventsProcess(loaded, previous).run()
+        except BaseException:
+            LOG.exception("events process %d failed", os.getpid())
+        finally:
+            sys.stderr.flush()
+            os._exit(status)
+    signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+    return pid
+
+
+class EventsProcess:
+    def __init__(
+        self,
+        loaded: inifile.Config,
+        mask: set[int | signal.Signals],
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.loaded = loaded
+        self.clock = clock
+        self._signals: queue.SimpleQueue[int] = queue.SimpleQueue()
+        for ignored in (signal.SIGINT, signal.SIGUSR1, workers.ACCEPTING_CHANGED):
+            signal.signal(ignored, signal.SIG_IGN)
+        # The runner reaps its hooks itself.
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        for handled in (signal.SIGTERM, signal.SIGHUP):
+            signal.signal(handled, self._on_signal)
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+
+    def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
+        self._signals.put(signum)  # SimpleQueue.put is safe in a signal handler
+
+    def _take_lock(self, path: Path) -> int | None:
+        """The lock's descriptor once held; None if SIGTERM came while waiting."""
+        descriptor = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o640)
+        waited = False
+        while True:
+            try:
+                fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return descriptor
+            except BlockingIOError:
+                if not waited:
+                    LOG.warning("waiting for another events process to end (%s)", path)
+                    waited = True
+            try:
+                if self._signals.get(timeout=0.2) == signal.SIGTERM:
+                    os.close(descriptor)
+                    return None
+            except queue.Empty:
+                pass
+
+    def run(self) -> int:
+        settings = self.loaded.settings
+        assert settings.events is not None and settings.index_path is not None
+        held = self._take_lock(lock_path(settings.index_path))
+        if held is None:
+            return 0
+        try:
+            listing = index.Index(Path(settings.index_path))
+        except index.IndexFailure as exc:
+            LOG.error("events: cannot use the index: %s", exc)
+            return EXIT_INDEX
+        with listing:
+            return self._serve(listing)
+
+    def _serve(self, listing: index.Index) -> int:
+        settings = self.loaded.settings
+        assert settings.events is not None
+        runner = HookRunner(LOG)
+        deliverer = delivery.Deliverer(listing, settings.events, runner, self.clock)
+        next_pass = 0.0
+        next_prune = 0.0
+        while True:
+            try:
+                signum: int | None = self._signals.get_nowait()
+            except queue.Empty:
+                signum = None
+            if signum == signal.SIGTERM:
+                deliverer.stop(STOP_GRACE)
+                return 0
+            if signum == signal.SIGHUP:
+                self._reload()
+                settings = self.loaded.settings
+                assert settings.events is not None
+                deliverer.settings = settings.events
+            now = self.clock()
+            try:
+                if now >= next_pass:
+                    completion.run_pass(listing, settings.events, settings.access, now)
+                    next_pass = now + tick(settings)
+                if now >= next_prune:
+                    removed = completion.prune(listing, now)
+                    if removed:
+                        LOG.info("removed %d finished event(s) older than a week", removed)
+                    next_prune = now + PRUNE_INTERVAL
+                deliverer.start_due()
+                deliverer.finish(runner.poll(tick(settings)))
+            except index.IndexFailure as exc:
+                # A busy or failing index: what was not recorded is done again next time.
+                LOG.error("events: %s", exc)
+                deliverer.finish(runner.poll(tick(settings)))
+
+    def _reload(self) -> None:
+        try:
+            loaded = inifile.read(self.loaded.path)
+        except inifile.ConfigError as exc:
+            LOG.error("events: configuration not reloaded, the running one stays: %s", exc)
+            return
+        if loaded.settings.events is None or loaded.settings.index_path != (
+            self.loaded.settings.index_path
+        ):
+            # The parent stops this process for such a change; until then, go on.
+            return
+        self.loaded = loaded
