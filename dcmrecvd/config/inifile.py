@@ -3,9 +3,11 @@
 The file has a `[receiver]` section (every receiver knob), an optional `[logging]`
 section and any number of `[profile NAME]` sections. A profile either lists its SOP
 classes and transfer syntaxes itself, or points at a DCMTK asconfig file and one of its
-profiles. Nothing is required: an empty file serves Verification and every storage SOP
-class with every transfer syntax on port 11112 into ./incoming, so the common case is
-three lines (`[receiver]`, `port = ...`, `output-directory = ...`).
+profiles. `[completion]`, `[events]` and `[hook NAME]` sections turn on series and study
+completion, manifests and hooks (Settings.events). Nothing is required: an empty file
+serves Verification and every storage SOP class with every transfer syntax on port 11112
+into ./incoming, so the common case is three lines (`[receiver]`, `port = ...`,
+`output-directory = ...`).
 
 Every error names the file, the line and the reason, as `--check-config` prints them.
 Unknown sections and keys are errors, so that a typo never silently means a default.
@@ -26,7 +28,7 @@ from typing import Any, TypeVar
 import pydicom.uid
 import pynetdicom.sop_class
 
-from dcmrecvd import pathtemplate
+from dcmrecvd import hookcommand, pathtemplate
 from dcmrecvd.config import asconfig
 from dcmrecvd.config.access import AccessPolicy, Network, PeerRule
 from dcmrecvd.config.uidnames import is_uid, resolve_dcmtk
@@ -41,8 +43,12 @@ from dcmrecvd.profiles import (
 from dcmrecvd.settings import (
     MAX_PDU,
     MIN_PDU,
+    CompletionRule,
     CrlCheck,
     DuplicatePolicy,
+    EventKind,
+    EventSettings,
+    Hook,
     LogLevel,
     NamingScheme,
     PeerCertificate,
@@ -75,9 +81,16 @@ DAEMON_DEFAULTS = Settings(
 
 # Most worker processes [receiver] workers may ask for.
 MAX_WORKERS = 64
+# Most hooks [events] hook-concurrency may run at once.
+MAX_HOOK_CONCURRENCY = 64
+# [events] directory when not set, relative to the index file's directory: the leading
+# dot keeps it apart from received files when the index is in the output directory.
+EVENTS_DIRECTORY = ".events"
 # PS3.5 6.2: an AE title is at most 16 characters of the default repertoire, no backslash.
 _AE_TITLE = re.compile(r"[\x20-\x5b\x5d-\x7e]{1,16}")
 _LIST_SEPARATORS = re.compile(r"[\s,]+")
+# PS3.5 6.2: Modality is a CS value: upper-case letters, digits and _ (no space in a code).
+_MODALITY = re.compile(r"[A-Z0-9_]{1,16}")
 # Profile and peer names: also asconfig section names, which keep only these.
 _NAME = re.compile(r"[A-Za-z0-9_-]+")
 _SECTION_LINE = re.compile(r"\s*\[(?P<name>[^\]]+)\]")
@@ -235,6 +248,47 @@ def size(text: str) -> int:
     return int(float(match["number"]) * scale)
 
 
+_DURATION = re.compile(r"(?P<number>\d+(?:\.\d+)?)\s*(?P<unit>s|min|h)?", re.IGNORECASE)
+_UNIT_SECONDS = {"s": 1, "min": 60, "h": 3600}
+
+
+def duration(text: str) -> float:
+    """`90`, `90s`, `1.5min`, `2h` -> seconds, more than 0."""
+    match = _DURATION.fullmatch(text.strip())
+    if match is None:
+        raise ValueError(f"not a duration (like 90s, 1.5min, 2h): '{text}'")
+    seconds = float(match["number"]) * _UNIT_SECONDS[(match["unit"] or "s").lower()]
+    if seconds <= 0:
+        raise ValueError(f"must be more than 0: '{text}'")
+    return seconds
+
+
+def _optional_duration(text: str) -> float | None:
+    return None if text.lower() == "none" else duration(text)
+
+
+def _modalities(text: str) -> tuple[str, ...]:
+    items = _items(text)
+    for item in items:
+        if not _MODALITY.fullmatch(item):
+            raise ValueError(
+                f"not a Modality code (1 to 16 of A-Z, 0-9 and _, like CT or SR): '{item}'"
+            )
+    return tuple(dict.fromkeys(items))
+
+
+def _manifests(text: str) -> frozenset[EventKind]:
+    items = _items(text)
+    if items == ["none"]:
+        return frozenset()
+    return frozenset(map(_enum(EventKind), items))
+
+
+def _command(text: str) -> tuple[str, ...]:
+    # CommandError is a ValueError: reported at the command's line like any bad value.
+    return hookcommand.parse(text)
+
+
 def _positive_size(text: str) -> int:
     value = size(text)
     if value <= 0:
@@ -302,8 +356,15 @@ _RECEIVER_KEYS: dict[str, tuple[str, Callable[[str], object]]] = {
 }
 # Keys that are not one Settings field each.
 _RECEIVER_ONLY = frozenset({"profile", "free-space-reserve", "default-policy"})
-_PEER_KEYS = frozenset(
-    {"calling-aetitle", "addresses", "called-aetitles", "profile", "max-associations"}
+# A CompletionRule's keys, in [completion], [peer NAME] and [profile NAME].
+_RULE_FIELDS: dict[str, tuple[str, Callable[[str], object]]] = {
+    "expected-series": ("expected_series", _integer(1)),
+    "required-modalities": ("required_modalities", _modalities),
+}
+_RULE_KEYS = frozenset(_RULE_FIELDS)
+_PEER_KEYS = (
+    frozenset({"calling-aetitle", "addresses", "called-aetitles", "profile", "max-associations"})
+    | _RULE_KEYS
 )
 _LOGGING_KEYS: dict[str, tuple[str, Callable[[str], object]]] = {
     "level": ("log_level", _enum(LogLevel)),
@@ -311,6 +372,40 @@ _LOGGING_KEYS: dict[str, tuple[str, Callable[[str], object]]] = {
 }
 _PROFILE_KEYS = frozenset({"sop-classes", "transfer-syntaxes", "roles", "extended-negotiation"})
 _ASCONFIG_KEYS = frozenset({"asconfig", "asconfig-profile"})
+# [completion], [events] (but directory) and [hook NAME] key -> (field, value parser)
+_COMPLETION_FIELDS: dict[str, tuple[str, Callable[[str], object]]] = {
+    "series-quiet": ("series_quiet", duration),
+    "study-quiet": ("study_quiet", duration),
+    "max-age": ("max_age", _optional_duration),
+}
+_EVENTS_FIELDS: dict[str, tuple[str, Callable[[str], object]]] = {
+    "manifests": ("manifests", _manifests),
+    "hook-concurrency": ("hook_concurrency", _integer(1, MAX_HOOK_CONCURRENCY)),
+}
+_HOOK_FIELDS: dict[str, tuple[str, Callable[[str], object]]] = {
+    "event": ("event", _enum(EventKind)),
+    "command": ("command", _command),
+    "modalities": ("modalities", _modalities),
+    "timeout": ("timeout", duration),
+    "retries": ("retries", _integer(0)),
+    "retry-delay": ("retry_delay", duration),
+}
+
+
+def _fields_from(
+    reader: _Reader, section: str, keys: Mapping[str, tuple[str, Callable[[str], object]]]
+) -> dict[str, Any]:
+    """The dataclass fields that `section` sets, by field name; none without the section."""
+    fields: dict[str, Any] = {}
+    for key, (field, parse) in keys.items():
+        text = reader.parser.get(section, key, fallback=None)
+        if text is None:
+            continue
+        try:
+            fields[field] = parse(text)
+        except ValueError as exc:
+            raise reader.error(section, key, f"{key}: {exc}") from None
+    return fields
 
 
 def _settings_from(
@@ -319,18 +414,7 @@ def _settings_from(
     keys: Mapping[str, tuple[str, Callable[[str], object]]],
     settings: Settings,
 ) -> Settings:
-    if not reader.parser.has_section(section):
-        return settings
-    changes: dict[str, Any] = {}
-    for key, (field, parse) in keys.items():
-        text = reader.parser[section].get(key)
-        if text is None:
-            continue
-        try:
-            changes[field] = parse(text)
-        except ValueError as exc:
-            raise reader.error(section, key, f"{key}: {exc}") from None
-    return dataclasses.replace(settings, **changes)
+    return dataclasses.replace(settings, **_fields_from(reader, section, keys))
 
 
 # --- profiles ----------------------------------------------------------------------------
@@ -412,7 +496,7 @@ def _extended(reader: _Reader, section: str) -> tuple[tuple[str, bytes], ...]:
 
 
 def _listed_profile(reader: _Reader, section: str, name: str) -> Profile:
-    reader.check_keys(section, _PROFILE_KEYS)
+    reader.check_keys(section, _PROFILE_KEYS | _RULE_KEYS)
     sop_classes = _uids(reader, section, "sop-classes", (ALL_STORAGE, "every storage class"))
     syntaxes = tuple(
         _uids(reader, section, "transfer-syntaxes", (ALL_SYNTAXES, "every transfer syntax"))
@@ -435,7 +519,7 @@ def _listed_profile(reader: _Reader, section: str, name: str) -> Profile:
 
 
 def _asconfig_profile(reader: _Reader, section: str, name: str) -> Profile:
-    reader.check_keys(section, _ASCONFIG_KEYS)
+    reader.check_keys(section, _ASCONFIG_KEYS | _RULE_KEYS)
     values = reader.parser[section]
     if "asconfig-profile" not in values or "asconfig" not in values:
         raise reader.error(section, None, "asconfig needs asconfig-profile (and the reverse)")
@@ -597,6 +681,126 @@ def _access(reader: _Reader, profiles: Mapping[str, Profile]) -> AccessPolicy:
     return AccessPolicy(rules, accept_unknown=default == "accept")
 
 
+# --- completion and events ---------------------------------------------------------------
+
+
+def _rule(reader: _Reader, section: str) -> CompletionRule:
+    return CompletionRule(**_fields_from(reader, section, _RULE_FIELDS))
+
+
+def _named_rules(reader: _Reader, kind: str) -> tuple[tuple[str, CompletionRule], ...]:
+    """The rules of the [peer NAME] or [profile NAME] sections that set one, in file order."""
+    rules = []
+    for section in reader.parser.sections():
+        if section.partition(" ")[0] == kind and not (rule := _rule(reader, section)).empty:
+            rules.append((_named(reader, section, kind), rule))
+    return tuple(rules)
+
+
+def _refuse_rules(reader: _Reader) -> None:
+    """A rule without completion would silently do nothing."""
+    for section in reader.parser.sections():
+        if section.partition(" ")[0] not in ("peer", "profile"):
+            continue
+        key = next((key for key in reader.parser[section] if key in _RULE_KEYS), None)
+        if key is not None:
+            raise reader.error(
+                section,
+                key,
+                f"{key}: needs a [completion] section (completion is off without"
+                " [completion], [events] or a [hook NAME])",
+            )
+
+
+def _hook(reader: _Reader, section: str) -> Hook:
+    name = _named(reader, section, "hook")
+    reader.check_keys(section, frozenset(_HOOK_FIELDS))
+    for key in ("event", "command"):
+        if key not in reader.parser[section]:
+            raise reader.error(section, None, f"[{section}] needs {key}")
+    return Hook(name=name, **_fields_from(reader, section, _HOOK_FIELDS))
+
+
+def _events_directory(reader: _Reader, index_path: str, output_dir: str) -> str:
+    """[events] directory, relative to the index file's directory. Inside the output
+    directory, its first component there must start with ".", which no path template or
+    naming scheme makes, so that no received file can land in it."""
+    text = reader.parser.get("events", "directory", fallback=EVENTS_DIRECTORY)
+    if not text:
+        raise reader.error("events", "directory", "directory: empty")
+    directory = str(Path(index_path).parent / text)
+    # Resolved as _check_quarantine resolves: against the daemon's working directory.
+    resolved = Path(directory).resolve()
+    output = Path(output_dir or ".").resolve()
+    if _inside(resolved, output):
+        first = next(iter(resolved.relative_to(output).parts), "")
+        if not first.startswith("."):
+            # Without the key, the default beside the index is at fault: point at index.
+            set_here = reader.parser.has_option("events", "directory")
+            section, key = ("events", "directory") if set_here else ("receiver", "index")
+            raise reader.error(
+                section,
+                key,
+                f"{key}: the events directory {directory} is inside the output directory"
+                f" {output_dir or '.'}, where received files could land in it: start its"
+                f" first component there with '.' (as the default {EVENTS_DIRECTORY}), which"
+                " no path template makes, or put it outside",
+            )
+    return directory
+
+
+def _check_quiet(reader: _Reader, events: EventSettings) -> None:
+    if events.study_quiet < events.series_quiet:
+        set_here = reader.parser.has_option("completion", "study-quiet")
+        key = "study-quiet" if set_here else "series-quiet"
+        raise reader.error(
+            "completion",
+            key,
+            f"{key}: study-quiet ({events.study_quiet:g} s) is shorter than series-quiet"
+            f" ({events.series_quiet:g} s); a study cannot complete before its series",
+        )
+
+
+def _event_sections(reader: _Reader) -> list[str]:
+    return [
+        section
+        for section in reader.parser.sections()
+        if section in ("completion", "events") or section.partition(" ")[0] == "hook"
+    ]
+
+
+def _events(reader: _Reader, settings: Settings, profile: str) -> EventSettings | None:
+    """[completion], [events] and [hook NAME] with the rules of the peers and profiles;
+    None without any of these sections. `profile` is the [receiver]'s."""
+    sections = _event_sections(reader)
+    if not sections:
+        _refuse_rules(reader)
+        return None
+    if settings.index_path is None:
+        raise reader.error(
+            sections[0],
+            None,
+            f"[{sections[0]}]: completion and events keep their state in the index;"
+            " set index in [receiver]",
+        )
+    if reader.parser.has_section("completion"):
+        reader.check_keys("completion", frozenset(_COMPLETION_FIELDS) | _RULE_KEYS)
+    if reader.parser.has_section("events"):
+        reader.check_keys("events", frozenset(_EVENTS_FIELDS) | {"directory"})
+    profile_rules = _named_rules(reader, "profile")
+    events = EventSettings(
+        **_fields_from(reader, "completion", _COMPLETION_FIELDS),
+        **_fields_from(reader, "events", _EVENTS_FIELDS),
+        rule=dict(profile_rules).get(profile, _rule(reader, "completion")),
+        peer_rules=_named_rules(reader, "peer"),
+        profile_rules=profile_rules,
+        directory=_events_directory(reader, settings.index_path, settings.output_dir),
+        hooks=tuple(_hook(reader, s) for s in sections if s.partition(" ")[0] == "hook"),
+    )
+    _check_quiet(reader, events)
+    return events
+
+
 # --- the file ----------------------------------------------------------------------------
 
 
@@ -627,18 +831,20 @@ def _check_quarantine(reader: _Reader, settings: Settings) -> None:
         )
 
 
+_SECTIONS = ("receiver", "logging", "tls", "completion", "events")
+_NAMED_SECTIONS = ("profile", "peer", "hook")
+
+
 def parse(text: str, path: str) -> Config:
     """Check an INI document; raise ConfigError on the first problem found."""
     reader = _Reader(path, text)
     for section in reader.parser.sections():
-        if section not in ("receiver", "logging", "tls") and section.partition(" ")[0] not in (
-            "profile",
-            "peer",
-        ):
+        if section not in _SECTIONS and section.partition(" ")[0] not in _NAMED_SECTIONS:
             raise reader.error(
                 section,
                 None,
-                f"unknown section [{section}] (receiver, logging, tls, profile NAME, peer NAME)",
+                f"unknown section [{section}] ({', '.join(_SECTIONS)},"
+                f" {', '.join(f'{kind} NAME' for kind in _NAMED_SECTIONS)})",
             )
     if reader.parser.has_section("receiver"):
         reader.check_keys("receiver", frozenset(_RECEIVER_KEYS) | _RECEIVER_ONLY)
@@ -693,9 +899,10 @@ def parse(text: str, path: str) -> Config:
     peer_profiles = {
         name: profiles.get(name) or all_storage_profile(DEFAULT_PROFILE) for name in named
     }
-    return Config(
-        path, dataclasses.replace(settings, access=access), profile, profiles, peer_profiles
+    settings = dataclasses.replace(
+        settings, access=access, events=_events(reader, settings, chosen)
     )
+    return Config(path, settings, profile, profiles, peer_profiles)
 
 
 def load(path: str | Path) -> Config:
