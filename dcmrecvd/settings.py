@@ -132,8 +132,9 @@ class EventKind(enum.Enum):
 @dataclass(frozen=True)
 class CompletionRule:
     """What completes a study before its quiet period ends: once every series of it is
-    complete, and it has at least `expected_series` series or a series of each of
-    `required_modalities`. Neither set: the quiet period or the maximum age only."""
+    complete, it has at least `expected_series` series and a series of each of
+    `required_modalities` (each part only when set). Neither set: the quiet period or
+    the maximum age only."""
 
     expected_series: int | None = None
     required_modalities: tuple[str, ...] = ()

@@ -798,6 +798,12 @@ def _events(reader: _Reader, settings: Settings, profile: str) -> EventSettings 
         hooks=tuple(_hook(reader, s) for s in sections if s.partition(" ")[0] == "hook"),
     )
     _check_quiet(reader, events)
+    seen: set[str] = set()
+    for section in (s for s in sections if s.partition(" ")[0] == "hook"):
+        name = _named(reader, section, "hook")
+        if name in seen:
+            raise reader.error(section, None, f"[{section}]: a second hook named {name}")
+        seen.add(name)
     return events
 
 

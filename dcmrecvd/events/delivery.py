@@ -262,7 +262,7 @@ class Deliverer:
             return
         wait = backoff(hook.retry_delay, attempts)
         LOG.warning(
-            "hook %s failed for %s event %s (%s); retry %d of %d in %.0f s",
+            "hook %s failed for %s event %s (%s); retry %d of %d in %.1f s",
             hook.name,
             delivery.kind,
             delivery.id,

@@ -157,12 +157,13 @@ class EventsProcess:
             if signum == signal.SIGHUP:
                 self._reload()
                 settings = self.loaded.settings
-                assert settings.events is not None
-                deliverer.settings = settings.events
+            events = settings.events
+            assert events is not None  # _reload keeps a configuration without events out
+            deliverer.settings = events
             now = self.clock()
             try:
                 if now >= next_pass:
-                    completion.run_pass(listing, settings.events, settings.access, now)
+                    completion.run_pass(listing, events, settings.access, now)
                     next_pass = now + tick(settings)
                 if now >= next_prune:
                     removed = completion.prune(listing, now)

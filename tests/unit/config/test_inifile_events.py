@@ -467,3 +467,10 @@ def test_shell_syntax_in_a_command_is_literal(tmp_path: Path) -> None:
         "--uid={SeriesInstanceUID}>f",
         "{{x}}",
     )
+
+
+def test_two_hook_sections_that_name_the_same_hook_are_refused(tmp_path: Path) -> None:
+    hook = f"event = study-complete\ncommand = {COMMAND}\n"
+    found = error_of(tmp_path, f"[hook a]\n{hook}[hook  a]\n{hook}")
+    assert found.line == 7
+    assert "a second hook named a" in found.reason
