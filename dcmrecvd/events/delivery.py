@@ -14,7 +14,7 @@ import json
 import logging
 import os
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -124,7 +124,7 @@ class Deliverer:
         self.settings = settings
         self.runner = runner
         self.clock = clock
-        self._running: dict[tuple[int, str], Delivery] = {}
+        self._running: dict[Hashable, Delivery] = {}
 
     @property
     def directory(self) -> Path:
@@ -232,10 +232,10 @@ class Deliverer:
             name=hook.name,
         )
 
-    def finish(self, finished: list[tuple[object, Finished]]) -> None:
+    def finish(self, finished: list[tuple[Hashable, Finished]]) -> None:
         """Record how the hooks in `finished` (from the runner's poll) ended."""
         for key, result in finished:
-            delivery = self._running.pop(key)  # type: ignore[call-overload]
+            delivery = self._running.pop(key)
             hook = self._hook(delivery)
             if result.ok:
                 self._mark(delivery, DONE, delivery.attempts + 1, self.clock(), result.reason)
@@ -281,7 +281,7 @@ class Deliverer:
     def stop(self, grace: float) -> None:
         """Stop the running hooks; their deliveries stay pending, not counted as tried."""
         for key, result in self.runner.terminate_all(grace):
-            delivery = self._running.pop(key)  # type: ignore[call-overload]
+            delivery = self._running.pop(key)
             LOG.info(
                 "hook for %s event %s stopped (%s); it runs again at the next start",
                 delivery.kind,

@@ -134,7 +134,15 @@ FORBIDDEN = {
         "dcmrecvd.store",
     ),
     "dcmrecvd.pnd": ("dcmrecvd.receiver", "dcmrecvd.apps", "dcmrecvd.service", "dcmrecvd.store"),
-    "dcmrecvd.store": ("dcmrecvd.receiver", "dcmrecvd.apps", "dcmrecvd.service", "dcmrecvd.pnd"),
+    "dcmrecvd.store": (
+        "dcmrecvd.receiver",
+        "dcmrecvd.apps",
+        "dcmrecvd.service",
+        "dcmrecvd.pnd",
+        "dcmrecvd.events",
+    ),
+    # After the store: completion and delivery read the index; no association in sight.
+    "dcmrecvd.events": ("dcmrecvd.receiver", "dcmrecvd.apps", "dcmrecvd.service", "dcmrecvd.pnd"),
     "dcmrecvd.receiver": ("dcmrecvd.apps", "dcmrecvd.service"),
     "dcmrecvd.service": ("dcmrecvd.apps",),
 }
