@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from pynetdicom import AE
 
-from dcmrecvd.settings import DuplicatePolicy, Settings
-from dcmrecvd.store import index
+from dcmrecvd.settings import DuplicatePolicy, EventSettings, Settings
+from dcmrecvd.store import index, objectstore
 from tests.support import asconfigs, dicomgen
 from tests.support.asconfigs import VERIFY_CT_CFG
 from tests.support.net import LOCALHOST, free_port
@@ -82,3 +82,45 @@ def test_a_failing_index_never_fails_the_store(
         out, _listing = store(tmp_path, ["1.2.3.4.904"])
     assert final_files(out) == ["CT.1.2.3.4.904"]
     assert any("cannot list the stored object in the index" in m for m in caplog.messages)
+
+
+def series_rows(listing: Path) -> list[tuple[str, int, int]]:
+    with index.Index(listing) as found:
+        return found.transaction(
+            lambda c: c.execute(
+                "SELECT series_instance_uid, generation, open FROM series ORDER BY 1"
+            ).fetchall(),
+            write=False,
+        )
+
+
+def test_start_up_tracks_unlisted_objects_but_not_those_a_new_index_adopts(tmp_path: Path) -> None:
+    """Objects a crash left unlisted open their series for completion at the next start;
+    the objects an index finds when it is first made were there before it, and do not."""
+    out = tmp_path / "out"
+    out.mkdir()
+    listing = tmp_path / "index.sqlite"
+    settings = Settings(output_dir=str(out), index_path=str(listing), events=EventSettings())
+    first = dicomgen.part10(dicomgen.Spec(dicomgen.CT, "1.2.3.4.950"))
+    first.save_as(out / "before.dcm", enforce_file_format=True)
+    objectstore.reconcile_index(settings)
+    assert series_rows(listing) == []
+    later = dicomgen.part10(dicomgen.Spec(dicomgen.CT, "1.2.3.4.951"))
+    later.SeriesInstanceUID = "1.2.3.4.1.9"
+    later.save_as(out / "unlisted.dcm", enforce_file_format=True)
+    objectstore.reconcile_index(settings)
+    assert series_rows(listing) == [("1.2.3.4.1.9", 1, 1)]
+    with index.Index(listing) as found:
+        assert found.paths() == {str(out / "before.dcm"), str(out / "unlisted.dcm")}
+
+
+def test_the_events_directory_inside_the_output_directory_is_not_walked(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    (out / ".events" / "new").mkdir(parents=True)
+    dicomgen.part10(dicomgen.Spec(dicomgen.CT, "1.2.3.4.952")).save_as(
+        out / ".events" / "new" / "x.dcm", enforce_file_format=True
+    )
+    listing = out / ".index.sqlite"
+    events = EventSettings(directory=str(out / ".events"))
+    settings = Settings(output_dir=str(out), index_path=str(listing), events=events)
+    assert objectstore.check_index(settings).added == []
