@@ -7,6 +7,7 @@ import json
 import os
 import signal
 import sqlite3
+import subprocess
 import sys
 import threading
 import time
@@ -20,7 +21,7 @@ import pytest
 
 from tests.support import dicomgen
 from tests.support.daemon import Daemon, children, conf, dcmrecvd, requestor
-from tests.support.net import free_port
+from tests.support.net import LOCALHOST, free_port
 
 DEADLINE = 30.0
 CT = dicomgen.CT
@@ -219,8 +220,20 @@ def test_a_restart_between_receipt_and_completion_completes_once(setup: Setup) -
         .replace("series-quiet = 1s", "series-quiet = 3s")
         .replace("study-quiet = 2s", "study-quiet = 4s")
     )
+    files = []
+    for n in range(3):
+        files.append(setup.tmp / f"send{n}.dcm")
+        instance("1.9.3", "1.9.3.1", n).save_as(files[-1], enforce_file_format=True)
     with dcmrecvd(setup.tmp, text) as daemon:
-        send(setup.port, "CT1", [instance("1.9.3", "1.9.3.1", n) for n in range(3)])
+        # DCMTK's storescu, a sender nobody here wrote.
+        sent = subprocess.run(
+            ["storescu", "-aet", "CT1", "-aec", "DCMRECVD", LOCALHOST, str(setup.port)]
+            + [str(f) for f in files],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert sent.returncode == 0, sent.stderr
         assert daemon.stop() == 0
     assert setup.manifests() == []
     again = setup.tmp / "again"
@@ -347,3 +360,34 @@ def test_hostile_values_stay_one_argument_and_reach_no_shell(setup: Setup) -> No
     assert argv[-1].startswith(str(setup.events / "hooks"))
     for name in ("pwned", "pwned2"):
         assert not (setup.tmp / name).exists() and not Path(name).exists()
+
+
+def reload(daemon: Daemon, text: str) -> None:
+    daemon.conf.write_text(text)
+    daemon.proc.send_signal(signal.SIGHUP)
+    daemon.notify.wait_for(lambda m: m.get("RELOADING") == "1")
+    daemon.notify.wait_for(lambda m: m.get("READY") == "1")
+
+
+def test_reload_starts_and_stops_the_events_process_and_keeps_the_index(setup: Setup) -> None:
+    plain = conf(setup.port, setup.out, index=str(setup.index), workers="2")
+    with dcmrecvd(setup.tmp, plain) as daemon:
+        assert len(children(daemon.proc.pid)) == 2
+        reload(daemon, config(setup))
+        wait_until(lambda: len(children(daemon.proc.pid)) == 3, "an events process")
+        send(setup.port, "CT1", [instance("1.9.7", "1.9.7.1", 0)])
+        wait_until(lambda: len(setup.manifests()) == 2, "both manifests")
+        # Another index would split the listing: refused, the running one stays.
+        moved = config(setup).replace(str(setup.index), str(setup.tmp / "other.sqlite"))
+        reload(daemon, moved)
+        send(setup.port, "CT1", [instance("1.9.7", "1.9.7.1", 1)])
+        wait_until(lambda: len(setup.manifests()) == 4, "the study again, generation 2")
+        assert not (setup.tmp / "other.sqlite").exists()
+        reload(daemon, plain)
+        wait_until(lambda: len(children(daemon.proc.pid)) == 2, "no events process")
+        assert daemon.stop() == 0
+    assert "changing [receiver] index takes a restart" in daemon.log()
+    assert kinds(setup.manifests())[2:] == [
+        ("series-complete", "1.9.7.1", 2),
+        ("study-complete", "1.9.7", 2),
+    ]
