@@ -63,6 +63,8 @@ def context(args: argparse.Namespace, options: Options) -> dict[str, Any]:
             "sample": options.sample,
             "subject": str(options.subject.binary),
             "baseline": str(options.baseline.binary) if options.baseline else None,
+            "subject_ini": options.subject.ini,
+            "baseline_ini": options.baseline.ini if options.baseline else None,
         },
     }
 
@@ -92,6 +94,14 @@ def main() -> int:
         type=Path,
         help="a virtual environment whose dcmrecvd replaces DCMTK as the reference",
     )
+    for who in ("subject", "baseline"):
+        parser.add_argument(
+            f"--{who}-ini",
+            type=Path,
+            metavar="FILE",
+            help=f"INI text added to the {who} dcmrecvd's configuration: lines before the"
+            " first [section] go into [receiver]; {workdir} is the run's own directory",
+        )
     parser.add_argument("--json", type=Path, help="write every run and median to this file")
     parser.add_argument("--keep", action="store_true", help="keep the received files")
     args = parser.parse_args()
@@ -101,9 +111,17 @@ def main() -> int:
         parser.error(str(exc))
     if args.repeat < 1:
         parser.error("--repeat must be at least 1")
+    subject_ini, baseline_ini = (
+        path.read_text() if path is not None else ""
+        for path in (args.subject_ini, args.baseline_ini)
+    )
+    if baseline_ini and args.baseline is None:
+        parser.error("--baseline-ini goes with --baseline")
     baseline = None
     if args.baseline is not None:
-        baseline = receivers.dcmrecvd(args.baseline.resolve() / "bin", "dcmrecvd (baseline)")
+        baseline = receivers.dcmrecvd(
+            args.baseline.resolve() / "bin", "dcmrecvd (baseline)", ini=baseline_ini
+        )
     options = Options(
         workdir=args.workdir,
         corpora=args.corpora or args.workdir / "corpus",
@@ -115,7 +133,7 @@ def main() -> int:
         sample=args.sample,
         timeout=args.timeout,
         keep=args.keep,
-        subject=receivers.dcmrecvd(),
+        subject=receivers.dcmrecvd(ini=subject_ini),
         baseline=baseline,
     )
 

@@ -61,17 +61,24 @@ def dcmrecvd_config(
     max_associations: int | None = None,
     tls: TlsFiles | None = None,
     tls_port: int = 0,
+    ini: str = "",
 ) -> str:
-    """dcmrecvd's INI file: fsync on and default workers unless told, DCMTK's profile."""
+    """dcmrecvd's INI file: fsync on and default workers unless told, DCMTK's profile.
+
+    `ini`: more of it; its lines before the first [section] go into [receiver], the rest
+    at the end (an index and [completion], say).
+    """
     extra = "".join(
         f"{key} = {value}\n"
         for key, value in (("workers", workers), ("max-associations", max_associations))
         if value is not None
     )
+    head, _, tail = ("\n" + ini).partition("\n[")
+    extra += head.strip() + "\n" if head.strip() else ""
     text = DCMRECVD_CONFIG.format(port=port, outdir=outdir, pdu=pdu, extra=extra, asconfig=ASCONFIG)
     if tls is not None:
         text += DCMRECVD_TLS.format(port=tls_port, key=tls.key, certificate=tls.certificate)
-    return text
+    return text + ("\n[" + tail if tail else "")
 
 
 @dataclass(frozen=True)
@@ -99,6 +106,8 @@ class Receiver:
     binary: Path
     bit_preserving: bool = False
     serial: bool = False
+    # dcmrecvd: INI text added to its configuration; {workdir} is the run's directory.
+    ini: str = ""
 
     def command(self, launch: Launch) -> list[str]:
         if self.program == "dcmrecvd":
@@ -119,8 +128,9 @@ class Receiver:
         # max-associations, so only a load that leaves no room for it raises the limit.
         needed = launch.associations + 1
         limit = needed if needed > DCMRECVD_MAX_ASSOCIATIONS else None
+        ini = self.ini.replace("{workdir}", str(launch.workdir))
         if launch.tls is None:
-            text = dcmrecvd_config(launch.port, launch.outdir, max_associations=limit)
+            text = dcmrecvd_config(launch.port, launch.outdir, max_associations=limit, ini=ini)
         else:
             # The plain listener must have a port too; nothing is sent to it.
             text = dcmrecvd_config(
@@ -129,16 +139,17 @@ class Receiver:
                 max_associations=limit,
                 tls=launch.tls,
                 tls_port=launch.port,
+                ini=ini,
             )
         config = launch.workdir / "dcmrecvd.conf"
         config.write_text(text)
         return [str(self.binary), "--config", str(config)]
 
 
-def dcmrecvd(venv_bin: Path | None = None, name: str = "dcmrecvd") -> Receiver:
+def dcmrecvd(venv_bin: Path | None = None, name: str = "dcmrecvd", ini: str = "") -> Receiver:
     """The daemon of a virtual environment (default: the one running this)."""
     directory = venv_bin if venv_bin is not None else Path(sys.executable).parent
-    return Receiver(name, "dcmrecvd", directory / "dcmrecvd")
+    return Receiver(name, "dcmrecvd", directory / "dcmrecvd", ini=ini)
 
 
 DCMRECV = Receiver("dcmrecv", "dcmrecv", Path("/usr/bin/dcmrecv"), serial=True)

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dcmrecvd import eventrecords, hookcommand
-from dcmrecvd.events.hookrunner import Finished, HookRunner
+from dcmrecvd.events.hookrunner import STOPPED, Finished, HookRunner
 from dcmrecvd.settings import EventSettings, Hook
 from dcmrecvd.store import index
 
@@ -33,6 +33,8 @@ DROPPED = "dropped"
 # long at first, doubling up to MAX_BACKOFF, as hooks do.
 MANIFEST_RETRY_DELAY = 5.0
 MAX_BACKOFF = 3600.0
+# Manifests written per call of start_due at most (the rest at the next).
+MANIFEST_BATCH = 200
 # What a hook's environment holds besides its event's variables.
 HOOK_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
 
@@ -65,7 +67,8 @@ class Delivery:
 
 def backoff(first: float, attempts: int) -> float:
     """The wait before retry number `attempts` (1, 2, ...): first, doubled each time."""
-    return float(min(first * 2 ** (attempts - 1), MAX_BACKOFF))
+    # The exponent is bounded first: a manifest is retried for ever.
+    return float(min(first * 2.0 ** min(attempts - 1, 64), MAX_BACKOFF))
 
 
 def manifest_name(delivery: Delivery) -> str:
@@ -134,24 +137,29 @@ class Deliverer:
         """Deliver the manifests that are due and start the hooks that are, as many as
         the concurrency allows."""
         now = self.clock()
-        for delivery in self._due(now):
-            if delivery.key in self._running:
-                continue
-            if delivery.target == eventrecords.MANIFEST_TARGET:
-                self._deliver_manifest(delivery)
-                continue
-            if len(self.runner.running) >= self.settings.hook_concurrency:
-                continue
-            self._start_hook(delivery)
+        # Manifests and hooks apart: a backlog of hooks waiting for a free slot must not
+        # hold up a manifest behind it.
+        for delivery in self._due(now, manifests=True, limit=MANIFEST_BATCH):
+            self._deliver_manifest(delivery)
+        free = self.settings.hook_concurrency - len(self.runner.running)
+        if free <= 0:
+            return
+        started = 0
+        for delivery in self._due(now, manifests=False, limit=len(self._running) + free):
+            if started == free:
+                break
+            if delivery.key not in self._running:
+                started += self._start_hook(delivery)
 
-    def _due(self, now: float) -> list[Delivery]:
+    def _due(self, now: float, *, manifests: bool, limit: int) -> list[Delivery]:
         def select(connection: sqlite3.Connection) -> list[Delivery]:
             rows = connection.execute(
                 "SELECT d.seq, d.target, d.attempts, e.id, e.kind, e.study_instance_uid,"
                 " e.series_instance_uid, e.manifest FROM deliveries d JOIN events e"
-                " ON d.seq = e.seq WHERE d.state = ? AND d.due <= ? ORDER BY d.seq, d.target"
-                " LIMIT 200",
-                (PENDING, now),
+                " ON d.seq = e.seq WHERE d.state = ? AND d.due <= ?"
+                f" AND d.target {'=' if manifests else '!='} ?"
+                " ORDER BY d.seq, d.target LIMIT ?",
+                (PENDING, now, eventrecords.MANIFEST_TARGET, limit),
             ).fetchall()
             return [Delivery(*row) for row in rows]
 
@@ -187,14 +195,19 @@ class Deliverer:
         self._mark(delivery, DONE, delivery.attempts + 1, self.clock(), str(path))
         LOG.debug("manifest %s written", path, extra=delivery.fields)
 
+    @staticmethod
+    def _hook_name(delivery: Delivery) -> str:
+        return delivery.target.removeprefix(eventrecords.HOOK_TARGET_PREFIX)
+
     def _hook(self, delivery: Delivery) -> Hook | None:
-        name = delivery.target.removeprefix(eventrecords.HOOK_TARGET_PREFIX)
+        name = self._hook_name(delivery)
         return next((hook for hook in self.settings.hooks if hook.name == name), None)
 
-    def _copy_path(self, delivery: Delivery, hook: Hook) -> Path:
-        return self.directory / "hooks" / f"{delivery.seq:012d}.{hook.name}.json"
+    def _copy_path(self, delivery: Delivery) -> Path:
+        return self.directory / "hooks" / f"{delivery.seq:012d}.{self._hook_name(delivery)}.json"
 
-    def _start_hook(self, delivery: Delivery) -> None:
+    def _start_hook(self, delivery: Delivery) -> bool:
+        """Start the hook of `delivery`; whether it runs now."""
         hook = self._hook(delivery)
         if hook is None:
             LOG.warning(
@@ -205,15 +218,16 @@ class Deliverer:
                 extra=delivery.fields,
             )
             self._mark(delivery, DROPPED, delivery.attempts, self.clock(), "hook removed")
-            return
-        copy = self._copy_path(delivery, hook)
+            self._remove_copy(delivery)
+            return False
+        copy = self._copy_path(delivery)
         try:
             copy.parent.mkdir(mode=0o750, parents=True, exist_ok=True)
             # Not fsynced: it is written again whenever the delivery is retried.
             _write(copy, delivery.manifest, durable=False)
         except OSError as exc:
             self._failed(delivery, hook, f"cannot write its manifest: {exc}")
-            return
+            return False
         values = eventrecords.placeholder_values(json.loads(delivery.manifest), str(copy))
         argv = hookcommand.expand(hook.command, values)
         environment = {
@@ -231,6 +245,7 @@ class Deliverer:
             fields={**delivery.fields, "HOOK": hook.name},
             name=hook.name,
         )
+        return True
 
     def finish(self, finished: list[tuple[Hashable, Finished]]) -> None:
         """Record how the hooks in `finished` (from the runner's poll) ended."""
@@ -239,9 +254,10 @@ class Deliverer:
             hook = self._hook(delivery)
             if result.ok:
                 self._mark(delivery, DONE, delivery.attempts + 1, self.clock(), result.reason)
-                self._remove_copy(delivery, hook)
+                self._remove_copy(delivery)
             elif hook is None:
                 self._mark(delivery, DROPPED, delivery.attempts + 1, self.clock(), result.reason)
+                self._remove_copy(delivery)
             else:
                 self._failed(delivery, hook, result.reason)
 
@@ -258,7 +274,7 @@ class Deliverer:
                 extra={**delivery.fields, "HOOK": hook.name},
             )
             self._mark(delivery, FAILED, attempts, self.clock(), reason)
-            self._remove_copy(delivery, hook)
+            self._remove_copy(delivery)
             return
         wait = backoff(hook.retry_delay, attempts)
         LOG.warning(
@@ -274,13 +290,16 @@ class Deliverer:
         )
         self._mark(delivery, PENDING, attempts, self.clock() + wait, reason)
 
-    def _remove_copy(self, delivery: Delivery, hook: Hook | None) -> None:
-        if hook is not None:
-            self._copy_path(delivery, hook).unlink(missing_ok=True)
+    def _remove_copy(self, delivery: Delivery) -> None:
+        self._copy_path(delivery).unlink(missing_ok=True)
 
     def stop(self, grace: float) -> None:
-        """Stop the running hooks; their deliveries stay pending, not counted as tried."""
+        """Stop the running hooks; their deliveries stay pending, not counted as tried.
+        A hook that had ended by itself meanwhile is recorded as it ended."""
         for key, result in self.runner.terminate_all(grace):
+            if result.reason != STOPPED:
+                self.finish([(key, result)])
+                continue
             delivery = self._running.pop(key)
             LOG.info(
                 "hook for %s event %s stopped (%s); it runs again at the next start",

@@ -41,6 +41,8 @@ _PR_SET_PDEATHSIG = 1
 _LIBC = ctypes.CDLL(None, use_errno=True)
 # A longer line is logged in pieces of this many bytes.
 LINE_MAX = 4096
+# Finished.reason of a run that terminate_all ended.
+STOPPED = "stopped"
 # One read; a pipe holds 64 KiB unless resized.
 _CHUNK = 65536
 # What is read from the pipe of a hook that has exited: a child of it that left its
@@ -336,7 +338,7 @@ class HookRunner:
         del self._runs[run.key]
         status = returncode if returncode >= 0 else None
         if run.stopping:
-            reason = "stopped"
+            reason = STOPPED
         elif run.terminated_at is not None:
             reason = f"killed after its timeout of {run.timeout:g} s"
         elif status is None:

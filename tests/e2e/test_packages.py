@@ -533,6 +533,82 @@ def test_path_templates_and_the_index_under_the_units_sandbox(
     assert check.stdout.endswith(": 0 not listed, 0 gone\n")
 
 
+# A hook as README's example: reads its manifest, leaves a file per event id.
+E2E_HOOK = """#!/usr/bin/python3
+import json, os, pathlib, sys
+manifest = json.loads(pathlib.Path(sys.argv[-1]).read_text())
+done = pathlib.Path("/var/lib/dcmrecvd/.hook-ran")
+done.mkdir(exist_ok=True)
+print("study", manifest["study_instance_uid"], "complete:", len(manifest["files"]), "files")
+(done / manifest["id"]).write_text(json.dumps({"argv": sys.argv, "manifest": manifest}))
+"""
+
+
+def test_a_hook_runs_under_the_units_sandbox_when_a_study_is_complete(
+    installed: Installed, tmp_path: Path
+) -> None:
+    box = installed.box
+    hook = box.path("/usr/local/bin/e2e-study-ready")
+    hook.parent.mkdir(parents=True, exist_ok=True)
+    hook.write_text(E2E_HOOK)
+    hook.chmod(0o755)
+    conf = box.path(CONF)
+    assert "index = " in conf.read_text()  # the step before set it
+    with conf.open("a") as file:
+        file.write(
+            "[completion]\nseries-quiet = 1s\nstudy-quiet = 2s\n"
+            "[events]\nmanifests = study-complete\n"
+            "[hook e2e]\nevent = study-complete\nmodalities = OT\n"
+            "command = /usr/local/bin/e2e-study-ready --patient={PatientID} -- {manifest}\n"
+        )
+    # A reload starts the events process: the index stays the same.
+    box.run("systemctl", "reload", "dcmrecvd")
+    uids = [f"1.2.826.0.1.3680043.10.1017.8{n}" for n in range(3)]
+    files = []
+    for n, uid in enumerate(uids):
+        ds = dicomgen.part10(dicomgen.Spec(dicomgen.CT, uid))
+        ds.StudyInstanceUID = ds.SeriesInstanceUID = f"1.2.826.0.1.3680043.10.1017.7{n % 2}"
+        ds.SeriesInstanceUID += ".1"
+        files.append(tmp_path / f"{n}.dcm")
+        ds.save_as(files[-1], enforce_file_format=True)
+    result = subprocess.run(
+        [
+            _dcmtk("storescu"),
+            *("-aet", CALLING, "-aec", "E2ERECV", "127.0.0.1", str(installed.port)),
+            *map(str, files),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    ran = box.path(f"{DATA}/.hook-ran")
+
+    def both() -> list[Path] | None:
+        found = sorted(ran.iterdir()) if ran.is_dir() else []
+        return found if len(found) == 2 else None
+
+    records = [json.loads(p.read_text()) for p in wait_for("the hook, twice", both, TIMEOUT)]
+    studies = {r["manifest"]["study_instance_uid"]: r for r in records}
+    assert sorted(studies) == ["1.2.826.0.1.3680043.10.1017.70", "1.2.826.0.1.3680043.10.1017.71"]
+    assert studies["1.2.826.0.1.3680043.10.1017.70"]["manifest"]["instances"] == 2
+    first = records[0]
+    assert first["argv"][1:3] == ["--patient=DCMRECVD-1", "--"]
+    assert first["argv"][3].startswith(f"{DATA}/.events/hooks/")
+    user = passwd_entry(box, "dcmrecvd")
+    assert user is not None
+    assert all(p.stat().st_uid == int(user[2]) for p in ran.iterdir())
+    # The maildir copy, for a consumer of new/.
+    assert len(list(box.path(f"{DATA}/.events/new").iterdir())) == 2
+    # Its output is in the journal with the hook's fields.
+    lines = [e for e in journal(box) if e.get("HOOK") == "e2e"]
+    assert any("complete: 2 files" in str(e.get("MESSAGE")) for e in lines), lines
+    assert all(e.get("EVENT_ID") for e in lines)
+    check = box.run("dcmrecvd", "--config", CONF, "--check-index", check=False)
+    assert check.returncode == 0, check.stdout + check.stderr
+
+
 def test_systemctl_stop_closes_the_port(installed: Installed) -> None:
     box = installed.box
     box.run("systemctl", "stop", "dcmrecvd")
