@@ -1,0 +1,1 @@
+"""Counters and gauges for the metrics endpoint and `dcmrecvd status`."""
