@@ -15,7 +15,7 @@ import socket
 import time
 import weakref
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import cast
 
 import pydicom.config
@@ -33,6 +33,7 @@ from pynetdicom.pdu_primitives import (
 
 from dcmrecvd import dumps, logfields
 from dcmrecvd.config import access
+from dcmrecvd.metrics.snapshot import OTHER_PEER
 from dcmrecvd.negotiation import (
     APPLICATION_CONTEXT,
     Outcome,
@@ -52,8 +53,9 @@ from dcmrecvd.pnd import (
 from dcmrecvd.profiles import Profile
 from dcmrecvd.settings import MAX_PDU, Settings
 from dcmrecvd.sink import Sink, StoreCommand
-from dcmrecvd.stats import Stats
+from dcmrecvd.stats import Identity, Live, Stats
 from dcmrecvd.store import filemeta, objectstore
+from dcmrecvd.store.incoming import IncomingObject
 
 LOG = logging.getLogger("dcmrecv")
 
@@ -66,6 +68,12 @@ REJECT_BAD_APPLICATION_CONTEXT = (0x02, 0x01, 0x02)
 REJECT_CALLED_AE_TITLE = (0x01, 0x01, 0x07)
 REJECT_NO_ACCEPTABLE_CONTEXTS = (0x01, 0x01, 0x01)
 REJECT_LOCAL_LIMIT_EXCEEDED = (0x02, 0x03, 0x02)  # transient: the free-space reserve
+# The metrics' name of each refusal by access control.
+_REJECT_METRICS = {
+    access.Rejection.CALLING_AE_NOT_RECOGNIZED: "calling-aetitle",
+    access.Rejection.CALLED_AE_NOT_RECOGNIZED: "called-aetitle",
+    access.Rejection.LOCAL_LIMIT_EXCEEDED: "local-limit",
+}
 
 # DCMTK's conditions for a dataset it could not receive: the peer aborted or the
 # connection closed; the DIMSE timeout (-td) passed.
@@ -136,6 +144,13 @@ class _Association:
     protocol_abort: bool = False
     # The admission to give back when the connection closes.
     admitted: access.Decision | None = None
+    # The [peer] rule's name that admitted it (the metrics' label), and its live entry.
+    peer: str = OTHER_PEER
+    live: Live = field(default_factory=Live)
+
+
+# The association of a request whose association is not known (never in practice).
+_NOBODY = _Association(0.0)
 
 
 class Receiver:
@@ -163,6 +178,8 @@ class Receiver:
         self._associations: weakref.WeakKeyDictionary[Association, _Association] = (
             weakref.WeakKeyDictionary()
         )
+        # The same, by ASSOC_ID: the DIMSE path knows its association by its log fields.
+        self._by_id: dict[str, _Association] = {}
         self.ae.maximum_pdu_size = settings.max_pdu & ~1  # DCMTK sends odd sizes rounded down
         self.ae.acse_timeout = settings.acse_timeout
         self.ae.dimse_timeout = settings.dimse_timeout
@@ -205,7 +222,11 @@ class Receiver:
         except OSError:
             return address
 
-    def _reject(self, event: Event, rsd: tuple[int, int, int], reason: str, why: str = "") -> None:
+    def _reject(
+        self, event: Event, rsd: tuple[int, int, int], reason: str, metric: str, why: str = ""
+    ) -> None:
+        """Refuse the association; `metric`: the reason's name in the metrics."""
+        self.stats.rejected(metric)
         LOG.info(
             "Refusing Association (%s)%s",
             reason,
@@ -235,26 +256,35 @@ class Receiver:
         negotiation = self._negotiation(event, proposed, roles)
         self._dump("Incoming Association Request:\n" + dumps.dump(negotiation, dumps.Pdu.RQ))
         if str(rq.application_context_name) != APPLICATION_CONTEXT:
-            self._reject(event, REJECT_BAD_APPLICATION_CONTEXT, "bad application context")
+            self._reject(
+                event,
+                REJECT_BAD_APPLICATION_CONTEXT,
+                "bad application context",
+                "application-context",
+            )
             return
         if self.settings.check_called_aetitle and called != self.settings.aetitle:
             LOG.error(
                 "Called AE Title does not match configured AE Title: %s", self.settings.aetitle
             )
-            self._reject(event, REJECT_CALLED_AE_TITLE, "called AE title not recognized")
+            self._reject(
+                event, REJECT_CALLED_AE_TITLE, "called AE title not recognized", "called-aetitle"
+            )
             return
         decision = self.admission.admit(
             self.settings.access, self.settings.max_associations, (calling, called, address)
         )
         if decision.rejection is not None:
             rejection = decision.rejection
-            self._reject(event, rejection.rsd, rejection.text, decision.why)
+            self._reject(
+                event, rejection.rsd, rejection.text, _REJECT_METRICS[rejection], decision.why
+            )
             return
         info.admitted = decision
         shortfall = self.store.reserve.shortfall(self.settings.output_dir)
         if shortfall is not None:
             LOG.warning("%s", shortfall)
-            self._reject(event, REJECT_LOCAL_LIMIT_EXCEEDED, "local limit exceeded")
+            self._reject(event, REJECT_LOCAL_LIMIT_EXCEEDED, "local limit exceeded", "free-space")
             return
         profile = self.profile
         if decision.rule is not None and decision.rule.profile is not None:
@@ -265,9 +295,21 @@ class Receiver:
             LOG.info("No Acceptable Presentation Contexts")
             self._dump(dumps.dump(info.negotiation, dumps.Pdu.RJ))
             self._reject(
-                event, REJECT_NO_ACCEPTABLE_CONTEXTS, "no acceptable presentation contexts"
+                event,
+                REJECT_NO_ACCEPTABLE_CONTEXTS,
+                "no acceptable presentation contexts",
+                "no-contexts",
             )
             return
+        if decision.rule is not None:
+            info.peer = decision.rule.name
+        identity = logfields.bound().get("ASSOC_ID", "")
+        info.live = self.stats.live(
+            Identity(
+                identity, calling, called, address, info.peer, association.over_tls(event.assoc)
+            )
+        )
+        self._by_id[identity] = info
         association.on_accept(event.assoc, self._sink, self._refuse_request, self._serve_store)
         self._apply(event, outcome, profile)
 
@@ -276,6 +318,10 @@ class Receiver:
         if info is not None and info.admitted is not None:
             self.admission.leave(info.admitted)
             info.admitted = None
+        if info is not None:
+            info.live.close()
+            info.live = Live()
+            self._by_id = {k: v for k, v in self._by_id.items() if v is not info}
 
     def _apply(self, event: Event, outcome: Outcome, profile: Profile) -> None:
         """Make pynetdicom's answer carry DCMTK's roles and extended negotiation."""
@@ -424,6 +470,10 @@ class Receiver:
             extra={"SOP_CLASS_UID": sop_class_uid, "SOP_INSTANCE_UID": sop_instance_uid},
         )
 
+    def _current(self) -> _Association:
+        """The association of the calling thread (by its log fields)."""
+        return self._by_id.get(logfields.bound().get("ASSOC_ID", ""), _NOBODY)
+
     def _serve_store(self, request: fastpath.StoreRequest, sink: Sink | None) -> int | Dataset:
         """Store one C-STORE request's dataset, now the caller's: the response status."""
         started = time.monotonic()
@@ -433,6 +483,12 @@ class Receiver:
         }
         response = self.store.store(sink)
         status = response if isinstance(response, int) else int(response.Status)
+        stored = sink.received if isinstance(sink, IncomingObject) and status == 0 else None
+        fsync = sink.fsync_seconds if isinstance(sink, IncomingObject) else 0.0
+        self.stats.timings(time.monotonic() - started, fsync)
+        current = self._current()
+        self.stats.response(current.peer, status, stored)
+        current.live.end(stored)
         LOG.info(
             "Sending C-STORE Response (%s)",
             objectstore.STATUS_TEXT[status],
@@ -447,7 +503,13 @@ class Receiver:
     def _sink(self, command: StoreCommand) -> Sink:
         """A sink for the dataset of a C-STORE-RQ whose command has arrived."""
         self._announce_store(command.message_id, command.sop_class_uid, command.sop_instance_uid)
-        return self.store.sink(command)
+        live = self._current().live
+        live.begin(command.sop_instance_uid)
+        return self.store.sink(command, live.progress)
+
+    def tls_failed(self) -> None:
+        """A TLS handshake on a listener of this receiver failed."""
+        self.stats.tls_failure()
 
 
 def _answered(

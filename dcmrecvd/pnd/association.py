@@ -5,6 +5,7 @@ needs around them. The receiver calls these and touches no pynetdicom internals 
 
 from __future__ import annotations
 
+import ssl
 from typing import cast
 
 from pynetdicom import register_uid
@@ -89,3 +90,9 @@ def register_storage_classes(profile: Profile) -> None:
         uid = context.abstract_syntax
         if uid_to_service_class(uid) is ServiceClass:
             register_uid(uid, "DcmrecvdPrivate_" + uid.replace(".", "_"), StorageServiceClass)
+
+
+def over_tls(assoc: Association) -> bool:
+    """Whether the association's connection is a TLS one."""
+    # pynetdicom keeps the connection's socket in its DUL's AssociationSocket.
+    return isinstance(assoc.dul.socket.socket, ssl.SSLSocket) if assoc.dul.socket else False

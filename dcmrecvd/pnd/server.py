@@ -13,6 +13,7 @@ import socket
 import socketserver
 import ssl
 import threading
+from collections.abc import Callable
 from typing import Any, Protocol, cast
 
 from pynetdicom import AE
@@ -87,10 +88,16 @@ class _SharedSocketServer(ThreadedAssociationServer):
     block_on_close = False
 
     def __init__(
-        self, *args: Any, listen_socket: socket.socket, handshake_timeout: float, **kwargs: Any
+        self,
+        *args: Any,
+        listen_socket: socket.socket,
+        handshake_timeout: float,
+        on_tls_failure: Callable[[], None],
+        **kwargs: Any,
     ) -> None:
         self._listen_socket = listen_socket
         self._handshake_timeout = handshake_timeout
+        self._on_tls_failure = on_tls_failure
         # Connections accepted whose request thread has not yet ended: until it starts
         # the Association thread, active_associations does not list the connection.
         self.handing_over = 0
@@ -154,6 +161,7 @@ class _SharedSocketServer(ThreadedAssociationServer):
                 request.do_handshake()
             except (OSError, ssl.SSLError) as exc:
                 LOG.warning("TLS handshake with %s failed: %s", client_address[0], exc)
+                self._on_tls_failure()
                 self.shutdown_request(request)
                 return
             request.settimeout(None)
@@ -170,6 +178,10 @@ class Served(Protocol):
 
     def handlers(self) -> list[EventHandlerType]:
         """Its EVT_REQUESTED handler sets the acceptor's supported_contexts."""
+        ...
+
+    def tls_failed(self) -> None:
+        """A TLS handshake failed (before any association)."""
         ...
 
 
@@ -191,6 +203,7 @@ class Serving:
                 server_class=_SharedSocketServer,
                 listen_socket=listener.socket,
                 handshake_timeout=float(receiver.settings.acse_timeout),
+                on_tls_failure=receiver.tls_failed,
             ),
         )
         # The receiver's EVT_REQUESTED handler gives each association its contexts, one

@@ -11,6 +11,7 @@ is logged and refused while the old one goes on serving.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import queue
@@ -46,6 +47,15 @@ RESTART_DELAY = 1.0
 DRAIN_MARGIN = 10.0
 # How long a reload waits for the old workers to stop accepting.
 RETIRE_WAIT = 5.0
+
+
+def config_sha256(path: str) -> str:
+    """The SHA-256 of the configuration file (of nothing for the embedded defaults)."""
+    try:
+        data = b"" if path == inifile.EMBEDDED else Path(path).read_bytes()
+    except OSError:
+        return ""
+    return hashlib.sha256(data).hexdigest()
 
 
 def _size(count: int) -> str:
@@ -100,6 +110,7 @@ class Service:
             self.loaded, self.context, self.listeners, SOCKET_NAME, TLS_SOCKET_NAME
         )
         pid, slot = workers.spawn(self.board, generation)
+        self.board.worker_started()
         self._started[pid] = time.monotonic()
         self._spools[pid] = storage.spool_directory(self.loaded.settings.output_dir)
         return pid, slot
@@ -115,6 +126,7 @@ class Service:
     def run(self) -> int:
         for handled in workers.PARENT_SIGNALS:
             signal.signal(handled, self._on_signal)
+        self.board.configured(config_sha256(self.loaded.path))
         # Only at start: later, the temporary files in the spool are the workers', in use.
         objectstore.sweep_spool(self.loaded.settings.output_dir)
         try:
@@ -202,6 +214,7 @@ class Service:
                 slot = self.current.pop(pid)
                 if not self._stopping:
                     LOG.error("worker %d ended with status %d; starting another", pid, code)
+                    self.board.worker_died()
                     if time.monotonic() - self._started[pid] < RESTART_DELAY:
                         self._restart_at = time.monotonic() + RESTART_DELAY
             elif pid in self.retired:
@@ -273,9 +286,14 @@ class Service:
             context = tls.context_for(loaded.settings)
         except (inifile.ConfigError, tls.TlsError) as exc:
             LOG.error("reload refused, the running configuration stays in force: %s", exc)
+            self.board.reloaded(success=False)
         else:
             self._warn_unreloadable(loaded.settings)
-            self._switch(loaded, context)
+            if self._switch(loaded, context):
+                self.board.reloaded(success=True)
+                self.board.configured(config_sha256(loaded.path))
+            else:
+                self.board.reloaded(success=False)
             self._reload_events()
         self.notifier.ready()
 
@@ -292,8 +310,9 @@ class Service:
         else:
             self._signal([self.events_pid], signal.SIGHUP)
 
-    def _switch(self, loaded: inifile.Config, context: ssl.SSLContext | None) -> None:
-        """Fork a generation for `loaded`, then retire the old one (it finishes its work)."""
+    def _switch(self, loaded: inifile.Config, context: ssl.SSLContext | None) -> bool:
+        """Fork a generation for `loaded`, then retire the old one (it finishes its work);
+        False if the new generation could not start (the old one goes on)."""
         old = self.loaded, self.context
         self.loaded, self.context = loaded, context
         logs.set_level(loaded.settings)
@@ -308,7 +327,7 @@ class Service:
             self.retired.update(new)
             self.loaded, self.context = old
             logs.set_level(self.loaded.settings)
-            return
+            return False
         # Listed before they are signalled, so that _reap knows them meanwhile.
         retiring = self.current
         self.retired.update(retiring)
@@ -328,6 +347,7 @@ class Service:
             f"retired workers {list(retiring)} still accept",
         )
         LOG.info("reloaded %s: profile %s", loaded.path, loaded.profile.name)
+        return True
 
     @staticmethod
     def _alive(pids: dict[int, int], listed: dict[int, int]) -> list[int]:

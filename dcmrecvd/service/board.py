@@ -22,7 +22,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 from dcmrecvd.config import access, inifile
-from dcmrecvd.stats import Stats, Totals
+from dcmrecvd.metrics import snapshot
+from dcmrecvd.stats import Identity, Live, Stats, Totals
 
 LOG = logging.getLogger("dcmrecv.daemon")
 
@@ -32,6 +33,52 @@ MAX_SLOTS = 4 * inifile.MAX_WORKERS
 # Access rules with associations running in one worker at once.
 _MAX_RULES = 32
 _DIGEST = 16
+# Peer labels of the metrics, "other" first: configured [peer] names, as they are met.
+# More names than this (many reloads renaming peers) count as "other".
+_PEERS = 64
+_NAME = 64
+_REASONS = len(snapshot.REJECT_REASONS)
+_STATUSES = len(snapshot.STATUS_CLASSES)
+_BINS = len(snapshot.BUCKETS) + 1
+# Associations the status shows at once, over all workers; more run, uncounted there.
+MAX_LIVE = 512
+
+
+class _Counts(ctypes.Structure):
+    """What the metrics count: per worker slot, and the board's totals of reaped ones."""
+
+    _fields_ = [
+        ("accepted", ctypes.c_int64),
+        ("rejected", ctypes.c_int64 * _REASONS),
+        ("responses", (ctypes.c_int64 * _STATUSES) * _PEERS),
+        ("instances", ctypes.c_int64 * _PEERS),
+        ("bytes", ctypes.c_int64 * _PEERS),
+        ("commit", ctypes.c_int64 * _BINS),
+        ("commit_sum", ctypes.c_double),
+        ("fsync", ctypes.c_int64 * _BINS),
+        ("fsync_sum", ctypes.c_double),
+        ("tls_failures", ctypes.c_int64),
+    ]
+
+
+class _Live(ctypes.Structure):
+    """An association in progress; pid 0: a free entry. Only its thread writes the
+    counters, without a lock: a reader may see them a moment old, never torn."""
+
+    _fields_ = [
+        ("pid", ctypes.c_int64),
+        ("id", ctypes.c_char * 32),
+        ("calling", ctypes.c_char * 17),
+        ("called", ctypes.c_char * 17),
+        ("address", ctypes.c_char * 48),
+        ("peer", ctypes.c_int64),
+        ("tls", ctypes.c_int64),
+        ("started", ctypes.c_double),
+        ("instances", ctypes.c_int64),
+        ("bytes", ctypes.c_int64),
+        ("current", ctypes.c_char * 65),
+        ("current_bytes", ctypes.c_int64),
+    ]
 
 
 class _Rule(ctypes.Structure):
@@ -50,6 +97,7 @@ class _Slot(ctypes.Structure):
         ("associations", ctypes.c_int64),
         ("instances", ctypes.c_int64),
         ("bytes", ctypes.c_int64),
+        ("counts", _Counts),
     ]
 
 
@@ -59,6 +107,16 @@ class _Layout(ctypes.Structure):
         ("instances", ctypes.c_int64),
         ("bytes", ctypes.c_int64),
         ("slots", _Slot * MAX_SLOTS),
+        ("counts", _Counts),
+        ("peers", (ctypes.c_char * _NAME) * _PEERS),
+        ("live", _Live * MAX_LIVE),
+        # The parent's own.
+        ("worker_starts", ctypes.c_int64),
+        ("worker_deaths", ctypes.c_int64),
+        ("reloads_success", ctypes.c_int64),
+        ("reloads_refused", ctypes.c_int64),
+        ("last_reload_success", ctypes.c_double),
+        ("config_sha256", ctypes.c_char * 65),
     ]
 
 
@@ -87,6 +145,7 @@ class Board:
         # kernel; it does not exclude the threads of one process, hence the second lock.
         self._threads = threading.Lock()
         self.slot = -1  # this process's slot, in a worker
+        self._data.peers[0].value = snapshot.OTHER_PEER.encode()
 
     @contextmanager
     def _locked(self) -> Iterator[_Layout]:
@@ -120,7 +179,91 @@ class Board:
             data.associations += slot.associations
             data.instances += slot.instances
             data.bytes += slot.bytes
+            _add_counts(data.counts, slot.counts)
+            for live in data.live:
+                if live.pid == slot.pid:
+                    live.pid = 0  # a killed worker's associations are gone with it
             ctypes.memset(ctypes.addressof(slot), 0, ctypes.sizeof(slot))
+
+    def worker_started(self) -> None:
+        with self._locked() as data:
+            data.worker_starts += 1
+
+    def worker_died(self) -> None:
+        """A worker ended that was not asked to."""
+        with self._locked() as data:
+            data.worker_deaths += 1
+
+    def reloaded(self, *, success: bool) -> None:
+        with self._locked() as data:
+            if success:
+                data.reloads_success += 1
+                data.last_reload_success = time.time()
+            else:
+                data.reloads_refused += 1
+
+    def configured(self, sha256: str) -> None:
+        """The configuration in force now, by the SHA-256 of its file."""
+        with self._locked() as data:
+            data.config_sha256 = sha256.encode("ascii")
+
+    def metrics(self) -> snapshot.Snapshot:
+        """Everything counted, over every worker, live and reaped."""
+        now = time.monotonic()
+        with self._locked() as data:
+            total = _Counts()
+            _add_counts(total, data.counts)
+            live_slots = [slot for slot in data.slots if slot.pid > 0]
+            for slot in live_slots:
+                _add_counts(total, slot.counts)
+            peers = [bytes(name.value).decode(errors="replace") for name in data.peers]
+            workers = tuple(
+                snapshot.Worker(
+                    pid=int(slot.pid),
+                    active=int(slot.active),
+                    accepting=bool(slot.accepting),
+                    beat_age=now - slot.beat if slot.beat else float("inf"),
+                    associations=int(slot.associations),
+                    instances=int(slot.instances),
+                    bytes=int(slot.bytes),
+                )
+                for slot in live_slots
+            )
+            live = tuple(_live(entry, peers) for entry in data.live if entry.pid)
+            active = sum(int(slot.active) for slot in live_slots)
+            return snapshot.Snapshot(
+                associations_accepted=int(total.accepted),
+                associations_rejected={
+                    reason: int(total.rejected[n])
+                    for n, reason in enumerate(snapshot.REJECT_REASONS)
+                },
+                associations_active=active,
+                responses={
+                    (peer, status): int(total.responses[p][n])
+                    for p, peer in enumerate(peers)
+                    if peer
+                    for n, status in enumerate(snapshot.STATUS_CLASSES)
+                },
+                instances={peer: int(total.instances[p]) for p, peer in enumerate(peers) if peer},
+                bytes={peer: int(total.bytes[p]) for p, peer in enumerate(peers) if peer},
+                commit_seconds=snapshot.Histogram(
+                    tuple(int(c) for c in total.commit), float(total.commit_sum)
+                ),
+                fsync_seconds=snapshot.Histogram(
+                    tuple(int(c) for c in total.fsync), float(total.fsync_sum)
+                ),
+                tls_handshake_failures=int(total.tls_failures),
+                worker_starts=int(data.worker_starts),
+                worker_deaths=int(data.worker_deaths),
+                reloads={
+                    "success": int(data.reloads_success),
+                    "refused": int(data.reloads_refused),
+                },
+                last_reload_success=float(data.last_reload_success),
+                config_sha256=bytes(data.config_sha256).decode("ascii", "replace"),
+                workers=workers,
+                live=live,
+            )
 
     def beat_of(self, index: int) -> float:
         with self._locked() as data:
@@ -164,6 +307,49 @@ class Board:
             slot.instances += instances
             slot.bytes += size
 
+    @contextmanager
+    def own_counts(self) -> Iterator[_Counts]:
+        """This worker's counts, to change: only its threads write them (as count())."""
+        with self._threads:
+            yield self._data.slots[self.slot].counts
+
+    def peer_label(self, name: str) -> int:
+        """The index of the metrics label `name`, added if new; 0 ("other") when full."""
+        encoded = name.encode()[: _NAME - 1]
+        with self._locked() as data:
+            for index, known in enumerate(data.peers):
+                if known.value == encoded:
+                    return index
+                if not known.value:
+                    known.value = encoded
+                    return index
+        return 0
+
+    def open_live(self, entry: LiveFields) -> int | None:
+        """A live-association entry for this worker; None if the table is full."""
+        with self._locked() as data:
+            for index, live in enumerate(data.live):
+                if live.pid == 0:
+                    ctypes.memset(ctypes.addressof(live), 0, ctypes.sizeof(live))
+                    live.id = entry.id.encode()[:31]
+                    live.calling = entry.calling.encode(errors="replace")[:16]
+                    live.called = entry.called.encode(errors="replace")[:16]
+                    live.address = entry.address.encode()[:47]
+                    live.peer = entry.peer
+                    live.tls = int(entry.tls)
+                    live.started = time.time()
+                    live.pid = os.getpid()
+                    return index
+        return None
+
+    def live_entry(self, index: int) -> _Live:
+        entry: _Live = self._data.live[index]
+        return entry
+
+    def close_live(self, index: int) -> None:
+        with self._locked() as data:
+            data.live[index].pid = 0
+
     def admit(
         self, policy: access.AccessPolicy, max_associations: int, request: tuple[str, str, str]
     ) -> access.Decision:
@@ -193,6 +379,53 @@ class Board:
     def running(self) -> int:
         with self._locked() as data:
             return sum(int(slot.running) for slot in data.slots if slot.pid)
+
+
+@dataclass(frozen=True)
+class LiveFields:
+    id: str
+    calling: str
+    called: str
+    address: str
+    peer: int  # label index
+    tls: bool
+
+
+def _add_counts(total: _Counts, more: _Counts) -> None:
+    total.accepted += more.accepted
+    total.tls_failures += more.tls_failures
+    total.commit_sum += more.commit_sum
+    total.fsync_sum += more.fsync_sum
+    for n in range(_REASONS):
+        total.rejected[n] += more.rejected[n]
+    for n in range(_BINS):
+        total.commit[n] += more.commit[n]
+        total.fsync[n] += more.fsync[n]
+    for p in range(_PEERS):
+        total.instances[p] += more.instances[p]
+        total.bytes[p] += more.bytes[p]
+        for n in range(_STATUSES):
+            total.responses[p][n] += more.responses[p][n]
+
+
+def _live(entry: _Live, peers: list[str]) -> snapshot.LiveAssociation:
+    def text(value: bytes) -> str:
+        return value.decode(errors="replace")
+
+    return snapshot.LiveAssociation(
+        id=text(entry.id),
+        worker=int(entry.pid),
+        calling_aetitle=text(entry.calling),
+        called_aetitle=text(entry.called),
+        peer_address=text(entry.address),
+        peer=peers[entry.peer] if 0 <= entry.peer < len(peers) else snapshot.OTHER_PEER,
+        tls=bool(entry.tls),
+        started=float(entry.started),
+        instances=int(entry.instances),
+        bytes=int(entry.bytes),
+        current_sop_instance_uid=text(entry.current),
+        current_bytes=int(entry.current_bytes),
+    )
 
 
 def _add_rule(slot: _Slot, digest: bytes, change: int) -> None:
@@ -234,15 +467,87 @@ class SharedStats(Stats):
     def __init__(self, board: Board) -> None:
         super().__init__()
         self._board = board
+        self._labels: dict[str, int] = {}
 
     def association(self) -> None:
         self._board.count(associations=1)
+        with self._board.own_counts() as counts:
+            counts.accepted += 1
 
     def instance(self, size: int) -> None:
         self._board.count(instances=1, size=size)
 
     def totals(self) -> Totals:
         return self._board.snapshot().totals
+
+    def _label(self, peer: str) -> int:
+        index = self._labels.get(peer)
+        if index is None:
+            index = self._labels[peer] = self._board.peer_label(peer)
+        return index
+
+    def rejected(self, reason: str) -> None:
+        with self._board.own_counts() as counts:
+            counts.rejected[snapshot.REJECT_REASONS.index(reason)] += 1
+
+    def response(self, peer: str, status: int, stored: int | None) -> None:
+        label = self._label(peer)
+        kind = snapshot.STATUS_CLASSES.index(snapshot.status_class(status))
+        with self._board.own_counts() as counts:
+            counts.responses[label][kind] += 1
+            if stored is not None:
+                counts.instances[label] += 1
+                counts.bytes[label] += stored
+
+    def timings(self, commit: float, fsync: float) -> None:
+        with self._board.own_counts() as counts:
+            counts.commit[snapshot.bucket(commit)] += 1
+            counts.commit_sum += commit
+            counts.fsync[snapshot.bucket(fsync)] += 1
+            counts.fsync_sum += fsync
+
+    def tls_failure(self) -> None:
+        with self._board.own_counts() as counts:
+            counts.tls_failures += 1
+
+    def live(self, association: Identity) -> Live:
+        index = self._board.open_live(
+            LiveFields(
+                association.id,
+                association.calling,
+                association.called,
+                association.address,
+                self._label(association.peer),
+                association.tls,
+            )
+        )
+        return Live() if index is None else _SharedLive(self._board, index)
+
+
+class _SharedLive(Live):
+    """A live entry on the board, written by its association's threads alone."""
+
+    def __init__(self, board: Board, index: int) -> None:
+        self._board = board
+        self._index = index
+        self._entry = board.live_entry(index)
+
+    def begin(self, sop_instance_uid: str) -> None:
+        self._entry.current_bytes = 0
+        self._entry.current = sop_instance_uid.encode(errors="replace")[:64]
+
+    def progress(self, received: int) -> None:
+        self._entry.current_bytes = received
+
+    def end(self, stored: int | None) -> None:
+        if stored is not None:
+            self._entry.instances += 1
+            self._entry.bytes += stored
+        self._entry.current = b""
+        self._entry.current_bytes = 0
+
+    def close(self) -> None:
+        self._board.close_live(self._index)
 
 
 class SharedAdmission(access.Admission):

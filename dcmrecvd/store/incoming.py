@@ -22,6 +22,7 @@ from __future__ import annotations
 import enum
 import logging
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -99,13 +100,18 @@ class IncomingObject:
         check_sop_uids: bool = False,
         keep_refused: bool = False,
         wanted: frozenset[int] = frozenset(),
+        progress: Callable[[int], None] | None = None,
     ) -> None:
-        """`wanted`: the tags of the elements a path template names the file with."""
+        """`wanted`: the tags of the elements a path template names the file with;
+        `progress` is told the bytes received so far, at each fragment."""
         self.command = command
         self.header = header.Header()
         self.failure: Failure | None = None
         self.temp: storage.TempFile | None = None
         self.received = 0
+        # What the commit spent on durability (the temporary file's, kept past discard).
+        self.fsync_seconds = 0.0
+        self._progress = progress
         self._bit_preserving = bit_preserving
         self._check_sop_uids = check_sop_uids
         self._wanted = wanted
@@ -148,6 +154,8 @@ class IncomingObject:
     def write(self, data: memoryview) -> None:
         with self._lock:
             self.received += len(data)
+            if self._progress is not None:
+                self._progress(self.received)
             if self.failure is not None or self._discarded:
                 return
             self._validator.feed(data)
@@ -206,6 +214,7 @@ class IncomingObject:
             self._discarded = True
             self._prefix = bytearray()
             if self.temp is not None:
+                self.fsync_seconds = self.temp.fsync_seconds
                 self.temp.discard()
                 self.temp = None
 

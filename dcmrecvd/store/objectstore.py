@@ -193,8 +193,9 @@ class ObjectStore:
             wanted |= settings.path_template.tags
         self._wanted = wanted
 
-    def sink(self, command: StoreCommand) -> Sink:
-        """Where the dataset of a C-STORE-RQ whose command has arrived goes."""
+    def sink(self, command: StoreCommand, progress: Callable[[int], None] | None = None) -> Sink:
+        """Where the dataset of a C-STORE-RQ whose command has arrived goes; `progress`
+        is told the bytes received so far."""
         if self.settings.storage is StorageMode.IGNORE:
             return Discarding()
         return incoming.IncomingObject(
@@ -206,6 +207,7 @@ class ObjectStore:
             check_sop_uids=self.settings.check_sop_uids,
             keep_refused=self.quarantine is not None,
             wanted=self._wanted,
+            progress=progress,
         )
 
     def store(self, sink: Sink | None) -> int | Dataset:

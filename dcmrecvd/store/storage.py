@@ -16,6 +16,7 @@ import errno
 import fcntl
 import os
 import secrets
+import time
 from collections.abc import Callable
 from contextlib import suppress
 from pathlib import Path
@@ -201,6 +202,8 @@ class TempFile:
             self.path, self._fd = _create(spool)
         self._open = True
         self._committed = False
+        # Spent making it durable (O_DIRECT's last writes, fsync of file and directory).
+        self.fsync_seconds = 0.0
         self.size = 0
         # Where the bytes whose write-back is not started yet begin; None once
         # start_writeback failed for this file (the final fsync alone makes it durable).
@@ -237,6 +240,7 @@ class TempFile:
         directory entry are on disk when this returns. On any exception the
         temporary file is still there; the caller discards it.
         """
+        started = time.monotonic()
         if self._direct is not None:
             direct, self._direct = self._direct, None
             try:
@@ -245,6 +249,7 @@ class TempFile:
                 direct.close()
         if durable:
             os.fsync(self._fd)
+        self.fsync_seconds += time.monotonic() - started
         if replace:
             os.replace(self.path, final)
         else:
@@ -260,7 +265,9 @@ class TempFile:
         self._committed = True
         self._close()
         if durable:
+            started = time.monotonic()
             fsync_directory(final.parent)
+            self.fsync_seconds += time.monotonic() - started
 
     def discard(self) -> None:
         """Remove the temporary file unless it was committed; never raises."""

@@ -21,6 +21,7 @@ from dcmrecvd.pnd.server import Listener, Serving
 from dcmrecvd.profiles import Profile
 from dcmrecvd.receiver import Receiver
 from dcmrecvd.settings import Settings
+from dcmrecvd.stats import Stats
 from tests.support.net import LOCALHOST, free_port
 
 
@@ -76,10 +77,10 @@ def receiver(binary: str, args: list[str], log: list[str]) -> Iterator[int]:
 
 @contextmanager
 def our_receiver(
-    profile: Profile, port: int, settings: Settings | None = None
+    profile: Profile, port: int, settings: Settings | None = None, stats: Stats | None = None
 ) -> Iterator[Receiver]:
     """Our Receiver serving `profile` in this process."""
-    receiver = Receiver(settings or Settings(port=port), profile)
+    receiver = Receiver(settings or Settings(port=port), profile, stats=stats)
     listener = Listener.bind(LOCALHOST, port)
     serving = Serving(receiver, listener)
     try:
