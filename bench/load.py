@@ -100,7 +100,8 @@ def main() -> int:
             type=Path,
             metavar="FILE",
             help=f"INI text added to the {who} dcmrecvd's configuration: lines before the"
-            " first [section] go into [receiver]; {workdir} is the run's own directory",
+            " first [section] go into [receiver]; {workdir} is the run's own directory,"
+            " {free_port} a free port",
         )
     parser.add_argument("--json", type=Path, help="write every run and median to this file")
     parser.add_argument("--keep", action="store_true", help="keep the received files")

@@ -106,7 +106,8 @@ class Receiver:
     binary: Path
     bit_preserving: bool = False
     serial: bool = False
-    # dcmrecvd: INI text added to its configuration; {workdir} is the run's directory.
+    # dcmrecvd: INI text added to its configuration; {workdir} is the run's directory,
+    # {free_port} a port free when the run starts (for [metrics]).
     ini: str = ""
 
     def command(self, launch: Launch) -> list[str]:
@@ -129,6 +130,7 @@ class Receiver:
         needed = launch.associations + 1
         limit = needed if needed > DCMRECVD_MAX_ASSOCIATIONS else None
         ini = self.ini.replace("{workdir}", str(launch.workdir))
+        ini = ini.replace("{free_port}", str(free_port()))
         if launch.tls is None:
             text = dcmrecvd_config(launch.port, launch.outdir, max_associations=limit, ini=ini)
         else:
