@@ -208,7 +208,11 @@ def test_interleaved_studies_complete_once_each_and_a_late_instance_reopens(
         assert again == [("series-complete", "1.9.1.1", 2), ("study-complete", "1.9.1", 2)]
         last = setup.manifests()[-1]
         assert last["instances"] == 10
-        assert all(state == "done" for _kind, _target, state, _n in setup.deliveries())
+        # The hook wrote its line before it exited: its delivery is done a moment later.
+        wait_until(
+            lambda: all(state == "done" for _kind, _target, state, _n in setup.deliveries()),
+            "every delivery done",
+        )
         assert daemon.stop() == 0
     # Nothing pending, nothing twice.
     assert len(setup.manifests()) == 7
