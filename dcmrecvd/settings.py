@@ -248,3 +248,8 @@ class Settings:
     # quarantine_max_bytes in all (the oldest go first); None: refused bytes are dropped.
     quarantine_dir: str | None = None
     quarantine_max_bytes: int = 1024**3
+    # dcmrecvd: the Prometheus metrics endpoint (HTTP GET /metrics); None port: off.
+    metrics_address: str = "127.0.0.1"
+    metrics_port: int | None = None
+    # dcmrecvd: the AF_UNIX socket that `dcmrecvd status` reads; None: off.
+    status_socket: str | None = None

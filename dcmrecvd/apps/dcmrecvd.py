@@ -8,16 +8,20 @@ and hands over to the arbiter (service/arbiter.py), the parent of the worker pro
 from __future__ import annotations
 
 import argparse
+import errno
+import json
 import logging
 import logging.handlers
 import os
 import signal
+import socket
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 from dcmrecvd import __version__, logs
 from dcmrecvd.config import asconfig, inifile, tls
+from dcmrecvd.metrics import status
 from dcmrecvd.pnd.server import Listener
 from dcmrecvd.service import arbiter, systemd
 from dcmrecvd.settings import DCMTK_CONTEXT_LIST_LIMIT, Settings
@@ -31,12 +35,19 @@ EXIT_USAGE = 2
 # sysexits.h: EX_CONFIG (systemd's RestartPreventExitStatus can name it) and friends.
 EXIT_CONFIG = 78
 EXIT_CANNOT_CREATE = 73
+# `dcmrecvd status`: an answer that is not a status document, and a socket it may not use.
+EXIT_PROTOCOL = 76
+EXIT_NOPERM = 77
+# Seconds `dcmrecvd status` waits for the daemon's answer.
+STATUS_TIMEOUT = 10.0
 
 
 def _arguments(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog=PROGRAM,
         description="DICOM storage receiver (the dcmrecv receiver as a system service).",
+        epilog=f"{PROGRAM} status [--json] shows what the running daemon does"
+        f" (see {PROGRAM} status --help).",
     )
     source = parser.add_mutually_exclusive_group()
     source.add_argument(
@@ -93,7 +104,10 @@ def _arguments(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """dcmrecvd's command line; the exit status."""
-    args = _arguments(argv)
+    arguments = sys.argv[1:] if argv is None else list(argv)
+    if arguments[:1] == ["status"]:
+        return _status(arguments[1:])
+    args = _arguments(arguments)
     if args.reload is not None:
         return _reload(args.reload)
     try:
@@ -188,6 +202,92 @@ def _print_asconfig(loaded: inifile.Config) -> int:
                 f" {DCMTK_CONTEXT_LIST_LIMIT} in one list (3.6.8 and later accept it)\n"
             )
     return arbiter.EXIT_OK
+
+
+# --- dcmrecvd status ----------------------------------------------------------------------
+
+
+def _status_arguments(argv: Sequence[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog=f"{PROGRAM} status",
+        description="Show what the running daemon does: its counters, its worker processes"
+        " and the associations in progress, read from its [status] socket.",
+    )
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument(
+        "--config",
+        type=Path,
+        default=inifile.DEFAULT_PATH,
+        metavar="FILE",
+        help=f"find the socket in this configuration file (default: {inifile.DEFAULT_PATH})",
+    )
+    source.add_argument(
+        "--no-config", action="store_true", help="the embedded defaults (they have no socket)"
+    )
+    source.add_argument("--socket", type=Path, metavar="PATH", help="the status socket itself")
+    parser.add_argument(
+        "--json", action="store_true", help="print the status document as JSON, as received"
+    )
+    return parser.parse_args(argv)
+
+
+def _status(argv: Sequence[str]) -> int:
+    args = _status_arguments(argv)
+    if args.socket is not None:
+        path = str(args.socket)
+    else:
+        try:
+            loaded = inifile.read(inifile.EMBEDDED if args.no_config else str(args.config))
+        except inifile.ConfigError as exc:
+            sys.stderr.write(f"{PROGRAM}: {exc}\n")
+            return EXIT_CONFIG
+        if loaded.settings.status_socket is None:
+            sys.stderr.write(
+                f"{PROGRAM}: no [status] socket in {loaded.path}: set one there"
+                " (and reload the daemon) or name it with --socket\n"
+            )
+            return EXIT_CONFIG
+        path = loaded.settings.status_socket
+    try:
+        reply = _ask(path)
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        if isinstance(exc, PermissionError):
+            sys.stderr.write(f"{PROGRAM}: {path}: {reason}: run as root or as the dcmrecvd user\n")
+            return EXIT_NOPERM
+        hint = ""
+        if exc.errno in (errno.ENOENT, errno.ECONNREFUSED):
+            hint = ": is dcmrecvd running? (systemctl status dcmrecvd)"
+        elif isinstance(exc, TimeoutError):
+            reason = f"no answer within {STATUS_TIMEOUT:g} s"
+        sys.stderr.write(f"{PROGRAM}: {path}: {reason}{hint}\n")
+        return arbiter.EXIT_UNAVAILABLE
+    try:
+        document = json.loads(reply)
+    except ValueError:
+        document = None
+    if not isinstance(document, dict) or document.get("format") != status.FORMAT:
+        sys.stderr.write(
+            f"{PROGRAM}: {path} did not answer with a status document this {PROGRAM} can read"
+            " (a daemon of another version? restart it after an upgrade)\n"
+        )
+        return EXIT_PROTOCOL
+    if args.json:
+        sys.stdout.write(json.dumps(document, indent=2) + "\n")
+    else:
+        sys.stdout.write(status.render(document))
+    return arbiter.EXIT_OK
+
+
+def _ask(path: str) -> bytes:
+    """What the status socket at `path` sends until it closes. Raises OSError."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as client:
+        client.settimeout(STATUS_TIMEOUT)
+        client.connect(path)
+        chunks = []
+        while chunk := client.recv(65536):
+            chunks.append(chunk)
+    return b"".join(chunks)
 
 
 # --- logging -----------------------------------------------------------------------------

@@ -1,13 +1,14 @@
 """dcmrecvd's INI file -> one Settings and the negotiation profile it serves.
 
 The file has a `[receiver]` section (every receiver knob), an optional `[logging]`
-section and any number of `[profile NAME]` sections. A profile either lists its SOP
-classes and transfer syntaxes itself, or points at a DCMTK asconfig file and one of its
-profiles. `[completion]`, `[events]` and `[hook NAME]` sections turn on series and study
-completion, manifests and hooks (Settings.events). Nothing is required: an empty file
-serves Verification and every storage SOP class with every transfer syntax on port 11112
-into ./incoming, so the common case is three lines (`[receiver]`, `port = ...`,
-`output-directory = ...`).
+section, optional `[metrics]` (the Prometheus endpoint) and `[status]` (the socket that
+`dcmrecvd status` reads) sections, and any number of `[profile NAME]` sections. A
+profile either lists its SOP classes and transfer syntaxes itself, or points at a DCMTK
+asconfig file and one of its profiles. `[completion]`, `[events]` and `[hook NAME]`
+sections turn on series and study completion, manifests and hooks (Settings.events).
+Nothing is required: an empty file serves Verification and every storage SOP class with
+every transfer syntax on port 11112 into ./incoming, so the common case is three lines
+(`[receiver]`, `port = ...`, `output-directory = ...`).
 
 Every error names the file, the line and the reason, as `--check-config` prints them.
 Unknown sections and keys are errors, so that a typo never silently means a default.
@@ -89,6 +90,10 @@ EVENTS_DIRECTORY = ".events"
 # PS3.5 6.2: an AE title is at most 16 characters of the default repertoire, no backslash.
 _AE_TITLE = re.compile(r"[\x20-\x5b\x5d-\x7e]{1,16}")
 _LIST_SEPARATORS = re.compile(r"[\s,]+")
+# What turns [metrics] port and [status] socket off.
+_OFF = ("none", "off")
+# sun_path holds 108 bytes with the terminating NUL (unix(7)).
+MAX_SOCKET_PATH = 107
 # PS3.5 6.2: Modality is a CS value: upper-case letters, digits and _ (no space in a code).
 _MODALITY = re.compile(r"[A-Z0-9_]{1,16}")
 # Profile and peer names: also asconfig section names, which keep only these.
@@ -329,6 +334,31 @@ def _enum(enum_type: type[_E]) -> Callable[[str], _E]:
     return _choice({str(member.value): member for member in enum_type})
 
 
+def _ip_address(text: str) -> str:
+    # Resolving a host name at start would make the endpoint depend on the resolver.
+    try:
+        return str(ipaddress.ip_address(text))
+    except ValueError:
+        raise ValueError(f"not an IP address (a host name is not allowed): '{text}'") from None
+
+
+def _optional_port(text: str) -> int | None:
+    return None if text.lower() in _OFF else _integer(1, 65535)(text)
+
+
+def _socket_path(text: str) -> str | None:
+    if text.lower() in _OFF:
+        return None
+    if not text.startswith("/"):
+        raise ValueError(f"not an absolute path: '{text}'")
+    if len(text.encode()) > MAX_SOCKET_PATH:
+        raise ValueError(
+            f"{len(text.encode())} bytes is too long for an AF_UNIX socket path"
+            f" (at most {MAX_SOCKET_PATH})"
+        )
+    return text
+
+
 # [receiver] key -> (Settings field, value parser)
 _RECEIVER_KEYS: dict[str, tuple[str, Callable[[str], object]]] = {
     "aetitle": ("aetitle", _aetitle),
@@ -372,6 +402,13 @@ _LOGGING_KEYS: dict[str, tuple[str, Callable[[str], object]]] = {
 }
 _PROFILE_KEYS = frozenset({"sop-classes", "transfer-syntaxes", "roles", "extended-negotiation"})
 _ASCONFIG_KEYS = frozenset({"asconfig", "asconfig-profile"})
+_METRICS_KEYS: dict[str, tuple[str, Callable[[str], object]]] = {
+    "address": ("metrics_address", _ip_address),
+    "port": ("metrics_port", _optional_port),
+}
+_STATUS_KEYS: dict[str, tuple[str, Callable[[str], object]]] = {
+    "socket": ("status_socket", _socket_path),
+}
 # [completion], [events] (but directory) and [hook NAME] key -> (field, value parser)
 _COMPLETION_FIELDS: dict[str, tuple[str, Callable[[str], object]]] = {
     "series-quiet": ("series_quiet", duration),
@@ -837,7 +874,7 @@ def _check_quarantine(reader: _Reader, settings: Settings) -> None:
         )
 
 
-_SECTIONS = ("receiver", "logging", "tls", "completion", "events")
+_SECTIONS = ("receiver", "logging", "tls", "completion", "events", "metrics", "status")
 _NAMED_SECTIONS = ("profile", "peer", "hook")
 
 
@@ -854,10 +891,17 @@ def parse(text: str, path: str) -> Config:
             )
     if reader.parser.has_section("receiver"):
         reader.check_keys("receiver", frozenset(_RECEIVER_KEYS) | _RECEIVER_ONLY)
-    if reader.parser.has_section("logging"):
-        reader.check_keys("logging", frozenset(_LOGGING_KEYS))
+    for section, keys in (
+        ("logging", _LOGGING_KEYS),
+        ("metrics", _METRICS_KEYS),
+        ("status", _STATUS_KEYS),
+    ):
+        if reader.parser.has_section(section):
+            reader.check_keys(section, frozenset(keys))
     settings = _settings_from(reader, "receiver", _RECEIVER_KEYS, DAEMON_DEFAULTS)
     settings = _settings_from(reader, "logging", _LOGGING_KEYS, settings)
+    settings = _settings_from(reader, "metrics", _METRICS_KEYS, settings)
+    settings = _settings_from(reader, "status", _STATUS_KEYS, settings)
     reserve = reader.parser.get("receiver", "free-space-reserve", fallback=None)
     if reserve is not None:
         try:

@@ -144,6 +144,16 @@ FORBIDDEN = {
     # After the store: completion and delivery read the index; no association in sight.
     "dcmrecvd.events": ("dcmrecvd.receiver", "dcmrecvd.apps", "dcmrecvd.service", "dcmrecvd.pnd"),
     "dcmrecvd.receiver": ("dcmrecvd.apps", "dcmrecvd.service"),
+    # Plain data in, text out: what the metrics show is read by service/ and apps/.
+    "dcmrecvd.metrics": (
+        "dcmrecvd.receiver",
+        "dcmrecvd.apps",
+        "dcmrecvd.service",
+        "dcmrecvd.pnd",
+        "dcmrecvd.store",
+        "dcmrecvd.events",
+        "dcmrecvd.config",
+    ),
     "dcmrecvd.service": ("dcmrecvd.apps",),
 }
 
