@@ -23,7 +23,7 @@ from dcmrecvd import __version__, logs
 from dcmrecvd.config import asconfig, inifile, tls
 from dcmrecvd.metrics import status
 from dcmrecvd.pnd.server import Listener
-from dcmrecvd.service import arbiter, systemd
+from dcmrecvd.service import arbiter, observer, systemd
 from dcmrecvd.settings import DCMTK_CONTEXT_LIST_LIMIT, Settings
 from dcmrecvd.store import index, objectstore
 
@@ -316,10 +316,12 @@ def _log_handler(settings: Settings, detached: bool) -> logging.Handler:
 # --- the service -------------------------------------------------------------------------
 
 
-def _listeners(settings: Settings) -> dict[str, Listener]:
+def _listeners(settings: Settings) -> tuple[dict[str, Listener], socket.socket | None]:
     """The plain listener, and the TLS one when [tls] is configured: systemd's sockets
-    by name when it passes them, else bound here."""
+    by name when it passes them, else bound here; and the metrics endpoint's socket if
+    systemd passes one (dcmrecvd-metrics.socket)."""
     inherited = systemd.inherited_sockets()
+    metrics_socket = observer.inherited_metrics_socket(inherited)
     wanted = [arbiter.SOCKET_NAME, *([arbiter.TLS_SOCKET_NAME] if settings.tls is not None else [])]
     # A socket unit without FileDescriptorName= passes "unknown": that is the plain one.
     if arbiter.SOCKET_NAME not in inherited and "unknown" in inherited:
@@ -340,8 +342,10 @@ def _listeners(settings: Settings) -> dict[str, Listener]:
     except OSError:
         for listener in listeners.values():
             listener.close()
+        if metrics_socket is not None:
+            metrics_socket.close()
         raise
-    return listeners
+    return listeners, metrics_socket
 
 
 def _foreground(loaded: inifile.Config, *, detached: bool = False) -> int:
@@ -361,12 +365,14 @@ def _foreground(loaded: inifile.Config, *, detached: bool = False) -> int:
         LOG.critical("cannot set up TLS: %s", exc)
         return EXIT_CONFIG
     try:
-        listeners = _listeners(loaded.settings)
+        listeners, metrics_socket = _listeners(loaded.settings)
     except (OSError, systemd.SystemdError) as exc:
         LOG.critical("cannot listen: %s", exc)
         return arbiter.EXIT_UNAVAILABLE
     notifier = systemd.Notifier.from_environment()
-    return arbiter.Service(loaded, context, listeners, notifier, watchdog).run()
+    return arbiter.Service(
+        loaded, context, listeners, notifier, watchdog, metrics_socket=metrics_socket
+    ).run()
 
 
 def _detached(loaded: inifile.Config, pidfile: Path) -> int:

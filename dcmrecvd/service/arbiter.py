@@ -17,17 +17,19 @@ import os
 import queue
 import shutil
 import signal
+import socket
 import ssl
 import time
 from collections.abc import Callable, Iterable
 from contextlib import suppress
+from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 
 from dcmrecvd import __version__, logs
 from dcmrecvd.config import inifile, tls
 from dcmrecvd.pnd.server import Listener
-from dcmrecvd.service import board, eventsproc, systemd, workers
+from dcmrecvd.service import board, eventsproc, observer, systemd, workers
 from dcmrecvd.settings import Settings
 from dcmrecvd.store import index, objectstore, storage
 
@@ -47,6 +49,18 @@ RESTART_DELAY = 1.0
 DRAIN_MARGIN = 10.0
 # How long a reload waits for the old workers to stop accepting.
 RETIRE_WAIT = 5.0
+
+
+@dataclass
+class _Sidecar:
+    """A process beside the workers that serves no association: started when the
+    configuration wants it, replaced (after RESTART_DELAY) when it dies."""
+
+    name: str
+    wanted: Callable[[Settings], bool]
+    spawn: Callable[[], int]
+    pid: int | None = None
+    restart_at: float = 0.0
 
 
 def config_sha256(path: str) -> str:
@@ -81,7 +95,10 @@ class Service:
         listeners: dict[str, Listener],
         notifier: systemd.Notifier,
         watchdog: float | None,
+        *,
+        metrics_socket: socket.socket | None = None,
     ) -> None:
+        """`metrics_socket`: the one systemd passes for the metrics endpoint."""
         self.loaded = loaded
         self.context = context
         self.watchdog = watchdog
@@ -94,9 +111,22 @@ class Service:
         self._started: dict[int, float] = {}
         self._spools: dict[int, Path] = {}
         self._restart_at = 0.0
-        # The events process (completion, manifests, hooks), when configured.
-        self.events_pid: int | None = None
-        self._events_restart_at = 0.0
+        # The events process (completion, manifests, hooks) and the observer (metrics,
+        # status), each when the configuration wants it.
+        self.sidecars = [
+            _Sidecar(
+                "events process",
+                lambda settings: settings.events is not None,
+                lambda: eventsproc.spawn(self.loaded, self.listeners.values()),
+            ),
+            _Sidecar(
+                "observer process",
+                lambda settings: observer.wanted(settings, metrics_socket),
+                lambda: observer.spawn(
+                    self.board, self.loaded, self.listeners.values(), metrics_socket
+                ),
+            ),
+        ]
         self._stopping = False
         self._signals: queue.SimpleQueue[int] = queue.SimpleQueue()
         # Signals that came while a reload waited for the old workers; handled next.
@@ -115,10 +145,18 @@ class Service:
         self._spools[pid] = storage.spool_directory(self.loaded.settings.output_dir)
         return pid, slot
 
-    def _start_events(self) -> None:
-        """Fork the events process if the configuration wants one and none runs."""
-        if self.loaded.settings.events is not None and self.events_pid is None:
-            self.events_pid = eventsproc.spawn(self.loaded, self.listeners.values())
+    def _start_sidecars(self) -> None:
+        """Fork the sidecar processes the configuration wants and that do not run."""
+        now = time.monotonic()
+        for sidecar in self.sidecars:
+            if sidecar.pid is None and sidecar.wanted(self.loaded.settings):
+                if now < sidecar.restart_at:
+                    continue
+                try:
+                    sidecar.pid = sidecar.spawn()
+                except OSError as exc:
+                    LOG.error("cannot start the %s: %s", sidecar.name, exc)
+                    sidecar.restart_at = now + RESTART_DELAY
 
     def _wanted(self) -> int:
         return workers.count(self.loaded.settings.workers)
@@ -147,7 +185,7 @@ class Service:
                 self.loaded.profile.name,
             )
         try:
-            self._start_events()
+            self._start_sidecars()
             for _ in range(self._wanted()):
                 pid, slot = self._spawn()
                 self.current[pid] = slot
@@ -204,11 +242,14 @@ class Service:
             if pid == 0:
                 return
             code = os.waitstatus_to_exitcode(status)
-            if pid == self.events_pid:
-                self.events_pid = None
-                if not self._stopping:
-                    LOG.error("events process %d ended with status %d; starting another", pid, code)
-                    self._events_restart_at = time.monotonic() + RESTART_DELAY
+            sidecar = next((s for s in self.sidecars if s.pid == pid), None)
+            if sidecar is not None:
+                sidecar.pid = None
+                if not self._stopping and sidecar.wanted(self.loaded.settings):
+                    LOG.error(
+                        "%s %d ended with status %d; starting another", sidecar.name, pid, code
+                    )
+                    sidecar.restart_at = time.monotonic() + RESTART_DELAY
                 continue
             if pid in self.current:
                 slot = self.current.pop(pid)
@@ -233,12 +274,7 @@ class Service:
     def _replace_dead(self) -> None:
         if self._stopping:
             return
-        if time.monotonic() >= self._events_restart_at:
-            try:
-                self._start_events()
-            except OSError as exc:
-                LOG.error("cannot start the events process: %s", exc)
-                self._events_restart_at = time.monotonic() + RESTART_DELAY
+        self._start_sidecars()
         if time.monotonic() < self._restart_at:
             return
         try:
@@ -294,21 +330,17 @@ class Service:
                 self.board.configured(config_sha256(loaded.path))
             else:
                 self.board.reloaded(success=False)
-            self._reload_events()
+            self._reload_sidecars()
         self.notifier.ready()
 
-    def _reload_events(self) -> None:
-        """Start, stop or tell the events process as the configuration now says."""
-        if self.events_pid is None:
-            try:
-                self._start_events()
-            except OSError as exc:
-                LOG.error("cannot start the events process: %s", exc)
-                self._events_restart_at = time.monotonic() + RESTART_DELAY
-        elif self.loaded.settings.events is None:
-            self._signal([self.events_pid], signal.SIGTERM)
-        else:
-            self._signal([self.events_pid], signal.SIGHUP)
+    def _reload_sidecars(self) -> None:
+        """Start, stop or tell the sidecar processes as the configuration now says: a
+        running one re-reads the file on SIGHUP."""
+        for sidecar in self.sidecars:
+            if sidecar.pid is not None:
+                wanted = sidecar.wanted(self.loaded.settings)
+                self._signal([sidecar.pid], signal.SIGHUP if wanted else signal.SIGTERM)
+        self._start_sidecars()
 
     def _switch(self, loaded: inifile.Config, context: ssl.SSLContext | None) -> bool:
         """Fork a generation for `loaded`, then retire the old one (it finishes its work);
@@ -402,15 +434,15 @@ class Service:
         """Stop every worker: each gives its associations stop-grace, then aborts them."""
         self._stopping = True
         self.notifier.stopping()
-        events = [] if self.events_pid is None else [self.events_pid]
-        self._signal([*self.current, *self.retired, *events], signal.SIGTERM)
+        sidecars = [s.pid for s in self.sidecars if s.pid is not None]
+        self._signal([*self.current, *self.retired, *sidecars], signal.SIGTERM)
         for listener in self.listeners.values():
             listener.close()
         deadline = time.monotonic() + self.loaded.settings.stop_grace + DRAIN_MARGIN
 
         def running() -> list[int]:
-            events = [] if self.events_pid is None else [self.events_pid]
-            return [*self.current, *self.retired, *events]
+            sidecars = [s.pid for s in self.sidecars if s.pid is not None]
+            return [*self.current, *self.retired, *sidecars]
 
         while running():
             self._reap()

@@ -33,6 +33,9 @@ from dcmrecvd.service import workers
 from dcmrecvd.settings import Settings
 from dcmrecvd.store import index
 
+# What ps shows.
+PROCESS_NAME = "dcmrecvd events"
+
 LOG = logging.getLogger("dcmrecv.events")
 
 # Completion is looked at this often at most, and at least this often.
@@ -70,7 +73,7 @@ def spawn(loaded: inifile.Config, listeners: Iterable[Listener]) -> int:
     if pid == 0:
         status = workers.EXIT_SOFTWARE
         try:
-            workers.end_with_parent()
+            workers.end_with_parent(PROCESS_NAME)
             # Not ours to hold: a listening socket kept open here would outlive the
             # workers that serve it.
             for listener in listeners:

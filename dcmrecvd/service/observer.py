@@ -49,6 +49,9 @@ from dcmrecvd.service import workers
 from dcmrecvd.settings import Settings
 from dcmrecvd.store import index, storage
 
+# What ps shows.
+PROCESS_NAME = "dcmrecvd status"
+
 LOG = logging.getLogger("dcmrecv.observer")
 
 # The name of the socket systemd passes for the endpoint (dcmrecvd-metrics.socket).
@@ -111,7 +114,7 @@ def spawn(
     if pid == 0:
         status_code = workers.EXIT_SOFTWARE
         try:
-            workers.end_with_parent()
+            workers.end_with_parent(PROCESS_NAME)
             # Not ours to hold: a listening socket kept open here would outlive the
             # workers that serve it.
             for listener in listeners:

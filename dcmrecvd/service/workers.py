@@ -42,6 +42,9 @@ BEAT_INTERVAL = 1.0
 HEALTHY_AGE = 3 * BEAT_INTERVAL
 # prctl(2) option: the signal a process gets when its parent dies.
 _PR_SET_PDEATHSIG = 1
+_PR_SET_NAME = 15
+# The names of the daemon's children, as ps shows them (the parent keeps its own).
+WORKER_NAME = "dcmrecvd worker"
 # Exit status of a worker that failed to start or crashed in its main loop.
 EXIT_SOFTWARE = 70
 
@@ -90,7 +93,7 @@ def spawn(board: Board, generation: Generation) -> tuple[int, int]:
     if pid == 0:
         status = EXIT_SOFTWARE
         try:
-            end_with_parent()
+            end_with_parent(WORKER_NAME)
             board.slot = slot
             status = _Worker(board, generation, previous).run()
         except BaseException:
@@ -103,9 +106,11 @@ def spawn(board: Board, generation: Generation) -> tuple[int, int]:
     return pid, slot
 
 
-def end_with_parent() -> None:
-    """Have the kernel send SIGTERM when the parent dies, so no orphan keeps the port."""
+def end_with_parent(name: str) -> None:
+    """Have the kernel send SIGTERM when the parent dies, so no orphan keeps the port; and
+    name this child `name` (at most 15 bytes; what ps -o comm and top show)."""
     libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(_PR_SET_NAME, name.encode()[:15], 0, 0, 0)
     if libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0) != 0:
         LOG.warning("worker %d will outlive a killed parent: prctl failed", os.getpid())
     if os.getppid() == 1:  # the parent died before prctl

@@ -17,7 +17,8 @@ from typing import Any
 import pytest
 
 from tests.support import dicomgen
-from tests.support.daemon import children, conf, dcmrecvd
+from tests.support.daemon import conf, dcmrecvd
+from tests.support.daemon import workers as worker_pids
 from tests.support.net import LOCALHOST, free_port
 from tests.support.prometheus import Sample, prometheus, promtool_check_metrics
 
@@ -84,7 +85,7 @@ def scalar(result: list[Sample]) -> float | None:
 
 def wait_for_workers(pid: int, count: int, *, without: int = 0) -> set[int]:
     def settled() -> set[int]:
-        now = children(pid)
+        now = worker_pids(pid)
         return now if len(now) == count and without not in now else set()
 
     found: set[int] = wait_until(settled, f"{count} workers, {without or 'none'} gone")
@@ -114,7 +115,7 @@ def test_prometheus_sees_every_store_per_peer_across_a_reload_and_a_killed_worke
         prometheus(tmp_path, [f"{LOCALHOST}:{metrics}"], job="dcmrecvd") as prom,
     ):
         pid = daemon.proc.pid
-        assert len(children(pid)) == 2
+        assert len(worker_pids(pid)) == 2
         sender.push("ct", 3)
         sender.push("mr", 2)
         refused = sender.storescu("STRANGER", stranger, expect_success=False)

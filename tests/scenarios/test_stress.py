@@ -233,9 +233,9 @@ def test_a_worker_retired_before_it_has_its_signal_handlers_retires_cleanly(
     go_r, go_w = os.pipe()
     end_with_parent = workers.end_with_parent
 
-    def held() -> None:
+    def held(name: str) -> None:
         select.select([go_r], [], [], STEP)
-        end_with_parent()
+        end_with_parent(name)
 
     monkeypatch.setattr(workers, "end_with_parent", held)
     try:

@@ -18,6 +18,7 @@ from pydicom.dataset import Dataset
 from pynetdicom import AE
 from pynetdicom.association import Association
 
+from dcmrecvd.service.workers import WORKER_NAME
 from tests.support import dicomgen
 from tests.support.net import LOCALHOST
 from tests.support.peers import wait_listening
@@ -152,9 +153,22 @@ def requestor(port: int, contexts: list[str], *, calling: str = "TESTSCU") -> As
 
 
 def children(pid: int) -> set[int]:
-    """The processes `pid` has forked and not yet reaped (its workers)."""
+    """The processes `pid` has forked and not yet reaped (its workers and sidecars)."""
     text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
     return {int(child) for child in text.split()}
+
+
+def workers(pid: int) -> set[int]:
+    """The worker processes among `pid`'s children, by the name they give themselves."""
+    found = set()
+    for child in children(pid):
+        try:
+            name = Path(f"/proc/{child}/comm").read_text().strip()
+        except OSError:
+            continue  # ended meanwhile
+        if name == WORKER_NAME:
+            found.add(child)
+    return found
 
 
 def ct(instance: str) -> Dataset:
