@@ -241,8 +241,7 @@ class _Running:
 
     def __init__(self, server: socketserver.BaseServer, name: str) -> None:
         self.server = server
-        self.thread = threading.Thread(target=server.serve_forever, name=name, daemon=True)
-        self.thread.start()
+        threading.Thread(target=server.serve_forever, name=name, daemon=True).start()
 
     def stop(self) -> None:
         self.server.shutdown()

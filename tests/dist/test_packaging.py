@@ -148,6 +148,7 @@ def test_rpm_and_deb_lay_out_the_same_files(built: Built, tmp_path: Path) -> Non
     from_rpm, from_deb = _files(rpm_root, SHARED_PATHS), _files(deb_root, SHARED_PATHS)
     assert sorted(from_rpm) == sorted(from_deb)
     assert "usr/lib/systemd/system/dcmrecvd.service" in from_rpm
+    assert "usr/lib/systemd/system/dcmrecvd-metrics.socket" in from_rpm
     assert "usr/share/man/man5/dcmrecvd.conf.5" in from_rpm
     for name, path in from_rpm.items():
         if path.is_symlink():
@@ -158,6 +159,23 @@ def test_rpm_and_deb_lay_out_the_same_files(built: Built, tmp_path: Path) -> Non
     assert (rpm_root / "var/lib/dcmrecvd").is_dir()
     conffiles = run("dpkg-deb", "--info", built.deb, "conffiles").split()
     assert conffiles == ["/etc/dcmrecvd/dcmrecvd.conf"]
+
+
+def test_prometheus_client_is_a_dependency_of_the_deb_and_vendored_in_the_rpm(
+    built: Built,
+) -> None:
+    depends = run("dpkg-deb", "--field", built.deb, "Depends")
+    assert "python3-prometheus-client" in [item.strip() for item in depends.split(",")]
+    deb_files = run("dpkg-deb", "--contents", built.deb)
+    assert "/usr/lib/dcmrecvd/prometheus_client/" not in deb_files
+    rpm_files = rpm_query(built.rpm, "--list")
+    assert "/usr/lib/dcmrecvd/prometheus_client/__init__.py" in rpm_files
+    # As pinned in vendor-rpm.txt.
+    pinned = re.search(
+        r"^prometheus_client==(\S+)", (ROOT / "packaging/vendor-rpm.txt").read_text(), re.MULTILINE
+    )
+    assert pinned is not None
+    assert f"/usr/lib/dcmrecvd/prometheus_client-{pinned[1]}.dist-info/METADATA" in rpm_files
 
 
 # --- the Python distribution ---------------------------------------------------------------

@@ -19,12 +19,14 @@ import pytest
 
 from tests.support.paths import REPO
 from dcmrecvd.apps import dcmrecvd as daemon
-from dcmrecvd.service import arbiter
+from dcmrecvd.service import arbiter, observer
 from dcmrecvd.config import inifile
 
 UNITS = REPO / "systemd"
 SERVICE = UNITS / "dcmrecvd.service"
 SOCKET = UNITS / "dcmrecvd.socket"
+METRICS_SOCKET = UNITS / "dcmrecvd-metrics.socket"
+SHIPPED = REPO / "etc/dcmrecvd/dcmrecvd.conf"
 # systemd-analyze security's scale: 0 (safe) to 10 (unsafe); the issue asks for <= 2.0.
 MAX_EXPOSURE = 2.0
 # The marker file that `systemd-analyze verify` leaves behind when run as root.
@@ -63,7 +65,7 @@ def verifiable(tmp_path: Path) -> Iterator[Path]:
     the package is installed (the e2e tests verify the installed units as they are).
     """
     marker_existed = UNITS_LOAD_MARKER.exists()
-    for unit in (SERVICE, SOCKET):
+    for unit in (SERVICE, SOCKET, METRICS_SOCKET):
         text = unit.read_text()
         if unit == SERVICE:
             for key in ("ExecStart", "ExecReload"):
@@ -86,7 +88,7 @@ def _verify(directory: Path, *units: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_units_verify_without_any_output(verifiable: Path) -> None:
-    result = _verify(verifiable, SOCKET.name, SERVICE.name)
+    result = _verify(verifiable, SOCKET.name, SERVICE.name, METRICS_SOCKET.name)
     assert (result.returncode, result.stdout, result.stderr) == (0, "", "")
 
 
@@ -128,6 +130,33 @@ def test_socket_matches_what_the_daemon_looks_for() -> None:
     assert keys["Unit.PartOf"] == ["dcmrecvd.service"]
     # A restart reopens it with the last connections in TIME-WAIT (systemd 257).
     assert keys["Socket.ReusePort"] == ["yes"]
+
+
+def test_metrics_socket_matches_what_the_daemon_looks_for() -> None:
+    keys = _keys(METRICS_SOCKET)
+    assert keys["Socket.FileDescriptorName"] == [observer.METRICS_SOCKET_NAME]
+    assert keys["Socket.Service"] == ["dcmrecvd.service"]
+    assert keys["Socket.Accept"] == ["no"]
+    assert keys["Socket.ReusePort"] == ["yes"]
+    # Loopback only unless an administrator says otherwise.
+    assert keys["Socket.ListenStream"] == ["127.0.0.1:9380"]
+    # It lives with the service: started with it (before it), stopped with it.
+    assert keys["Unit.PartOf"] == ["dcmrecvd.service"]
+    assert keys["Install.WantedBy"] == ["dcmrecvd.service"]
+
+
+def test_metrics_socket_and_the_shipped_example_agree_on_the_port() -> None:
+    text = SHIPPED.read_text()
+    assert "# [metrics]\n# address = 127.0.0.1\n# port = 9380\n" in text
+    assert inifile.load(SHIPPED).settings.metrics_port is None  # off as shipped
+
+
+def test_status_socket_is_in_the_runtime_directory() -> None:
+    keys = _keys(SERVICE)
+    assert keys["Service.RuntimeDirectory"] == ["dcmrecvd"]
+    assert keys["Service.RuntimeDirectoryMode"] == ["0750"]
+    socket_path = inifile.load(SHIPPED).settings.status_socket
+    assert socket_path == "/run/dcmrecvd/status.sock"
 
 
 def test_service_runs_the_daemon_as_systemd_expects() -> None:

@@ -255,6 +255,7 @@ def test_installed_units_verify_without_output(installed: Installed) -> None:
         "--man=no",
         "dcmrecvd.socket",
         "dcmrecvd.service",
+        "dcmrecvd-metrics.socket",
         check=False,
     )
     assert result.stdout + result.stderr == "", result.stdout + result.stderr
@@ -278,7 +279,10 @@ def test_modules_are_byte_compiled(installed: Installed) -> None:
     python = "python3" if installed.kind == "deb" else "python3.11"
     tag = installed.box.run(python, "-c", "import sys; print(sys.implementation.cache_tag)")
     library = installed.box.path("/usr/lib/dcmrecvd")
-    for package in ("dcmrecvd", "pynetdicom", "pydicom"):
+    packages = ["dcmrecvd", "pynetdicom", "pydicom"]
+    if installed.kind == "rpm":
+        packages.append("prometheus_client")  # vendored: the .deb uses Debian's
+    for package in packages:
         cached = (library / package / "__pycache__").glob(f"__init__.{tag.stdout.strip()}*.pyc")
         assert list(cached), package
 
@@ -290,11 +294,31 @@ def test_units_are_where_both_releases_look(installed: Installed) -> None:
     else:
         listed = box.run("rpm", "--dbpath=/var/lib/rpm", "-ql", "dcmrecvd").stdout.splitlines()
     assert not [path for path in listed if path.startswith("/lib/")], listed
-    for unit in ("dcmrecvd.service", "dcmrecvd.socket"):
+    for unit in ("dcmrecvd.service", "dcmrecvd.socket", "dcmrecvd-metrics.socket"):
         assert f"/usr/lib/systemd/system/{unit}" in listed
         # systemd 252 names it by /lib/systemd/system, the same directory (merged /usr).
         loaded = box.path(box.show(unit, "FragmentPath")).resolve()
         assert loaded == box.path(f"/usr/lib/systemd/system/{unit}").resolve()
+
+
+def test_the_metrics_socket_waits_for_an_administrator(installed: Installed) -> None:
+    enabled = installed.box.run("systemctl", "is-enabled", "dcmrecvd-metrics.socket", check=False)
+    assert enabled.stdout.strip() == "disabled"
+
+
+def test_prometheus_client_comes_with_each_package(installed: Installed) -> None:
+    # As the launcher imports: the private directory first. The .deb depends on Debian's
+    # python3-prometheus-client, the .rpm carries its own.
+    python = "python3" if installed.kind == "deb" else "python3.11"
+    found = installed.box.run(
+        python,
+        "-I",
+        "-c",
+        "import sys; sys.path.insert(0, '/usr/lib/dcmrecvd');"
+        " import dcmrecvd.service.observer, prometheus_client; print(prometheus_client.__file__)",
+    )
+    where = "/usr/lib/python3/dist-packages" if installed.kind == "deb" else "/usr/lib/dcmrecvd"
+    assert found.stdout.strip() == f"{where}/prometheus_client/__init__.py"
 
 
 def test_dcmtk_dcmrecv_makes_way(installed: Installed) -> None:

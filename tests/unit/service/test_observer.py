@@ -33,8 +33,6 @@ from tests.support.net import LOCALHOST, free_port
 from tests.support.promtool import check_metrics
 from tests.support.waiting import DEADLINE, ended, until
 
-OPENMETRICS = "application/openmetrics-text; version=1.0.0; charset=utf-8"
-
 
 def open_inodes(pid: int) -> set[int]:
     """The inodes of the files and sockets that process `pid` has open."""
@@ -186,8 +184,9 @@ def test_openmetrics_when_the_scraper_asks(start: Callable[..., Running]) -> Non
     running = start()
     response = get(running.port, Accept="application/openmetrics-text; version=1.0.0")
     assert response.status == 200
-    # Newer prometheus_client versions add "; escaping=underscores".
-    assert response.content_type.startswith(OPENMETRICS)
+    # The version and the parameters differ between prometheus_client releases (Debian
+    # 12's 0.16 says version=0.0.1).
+    assert response.content_type.startswith("application/openmetrics-text; version=")
     assert response.body.endswith("# EOF\n")
     assert "# TYPE dcmrecvd_config info\n" in response.body
 
