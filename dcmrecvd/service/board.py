@@ -210,60 +210,62 @@ class Board:
     def metrics(self) -> snapshot.Snapshot:
         """Everything counted, over every worker, live and reaped."""
         now = time.monotonic()
-        with self._locked() as data:
-            total = _Counts()
-            _add_counts(total, data.counts)
-            live_slots = [slot for slot in data.slots if slot.pid > 0]
-            for slot in live_slots:
-                _add_counts(total, slot.counts)
-            peers = [bytes(name.value).decode(errors="replace") for name in data.peers]
-            workers = tuple(
-                snapshot.Worker(
-                    pid=int(slot.pid),
-                    active=int(slot.active),
-                    accepting=bool(slot.accepting),
-                    beat_age=now - slot.beat if slot.beat else float("inf"),
-                    associations=int(slot.associations),
-                    instances=int(slot.instances),
-                    bytes=int(slot.bytes),
-                )
-                for slot in live_slots
+        # A copy taken under the lock, added up outside it: a scrape holds the lock that
+        # admissions take for the time of one copy of the page, not of the sums.
+        with self._locked():
+            data = _Layout.from_buffer_copy(self._map)
+        total = _Counts()
+        _add_counts(total, data.counts)
+        live_slots = [slot for slot in data.slots if slot.pid > 0]
+        for slot in live_slots:
+            _add_counts(total, slot.counts)
+        peers = [bytes(name.value).decode(errors="replace") for name in data.peers]
+        workers = tuple(
+            snapshot.Worker(
+                pid=int(slot.pid),
+                active=int(slot.active),
+                accepting=bool(slot.accepting),
+                beat_age=now - slot.beat if slot.beat else float("inf"),
+                associations=int(slot.associations),
+                instances=int(slot.instances),
+                bytes=int(slot.bytes),
             )
-            live = tuple(_live(entry, peers) for entry in data.live if entry.pid)
-            active = sum(int(slot.active) for slot in live_slots)
-            return snapshot.Snapshot(
-                associations_accepted=int(total.accepted),
-                associations_rejected={
-                    reason: int(total.rejected[n])
-                    for n, reason in enumerate(snapshot.REJECT_REASONS)
-                },
-                associations_active=active,
-                responses={
-                    (peer, status): int(total.responses[p][n])
-                    for p, peer in enumerate(peers)
-                    if peer
-                    for n, status in enumerate(snapshot.STATUS_CLASSES)
-                },
-                instances={peer: int(total.instances[p]) for p, peer in enumerate(peers) if peer},
-                bytes={peer: int(total.bytes[p]) for p, peer in enumerate(peers) if peer},
-                commit_seconds=snapshot.Histogram(
-                    tuple(int(c) for c in total.commit), float(total.commit_sum)
-                ),
-                fsync_seconds=snapshot.Histogram(
-                    tuple(int(c) for c in total.fsync), float(total.fsync_sum)
-                ),
-                tls_handshake_failures=int(total.tls_failures),
-                worker_starts=int(data.worker_starts),
-                worker_deaths=int(data.worker_deaths),
-                reloads={
-                    "success": int(data.reloads_success),
-                    "refused": int(data.reloads_refused),
-                },
-                last_reload_success=float(data.last_reload_success),
-                config_sha256=bytes(data.config_sha256).decode("ascii", "replace"),
-                workers=workers,
-                live=live,
-            )
+            for slot in live_slots
+        )
+        live = tuple(_live(entry, peers) for entry in data.live if entry.pid)
+        active = sum(int(slot.active) for slot in live_slots)
+        return snapshot.Snapshot(
+            associations_accepted=int(total.accepted),
+            associations_rejected={
+                reason: int(total.rejected[n]) for n, reason in enumerate(snapshot.REJECT_REASONS)
+            },
+            associations_active=active,
+            responses={
+                (peer, status): int(total.responses[p][n])
+                for p, peer in enumerate(peers)
+                if peer
+                for n, status in enumerate(snapshot.STATUS_CLASSES)
+            },
+            instances={peer: int(total.instances[p]) for p, peer in enumerate(peers) if peer},
+            bytes={peer: int(total.bytes[p]) for p, peer in enumerate(peers) if peer},
+            commit_seconds=snapshot.Histogram(
+                tuple(int(c) for c in total.commit), float(total.commit_sum)
+            ),
+            fsync_seconds=snapshot.Histogram(
+                tuple(int(c) for c in total.fsync), float(total.fsync_sum)
+            ),
+            tls_handshake_failures=int(total.tls_failures),
+            worker_starts=int(data.worker_starts),
+            worker_deaths=int(data.worker_deaths),
+            reloads={
+                "success": int(data.reloads_success),
+                "refused": int(data.reloads_refused),
+            },
+            last_reload_success=float(data.last_reload_success),
+            config_sha256=bytes(data.config_sha256).decode("ascii", "replace"),
+            workers=workers,
+            live=live,
+        )
 
     def beat_of(self, index: int) -> float:
         with self._locked() as data:
