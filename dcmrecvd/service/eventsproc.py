@@ -19,7 +19,6 @@ import logging
 import os
 import queue
 import signal
-import sys
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -61,31 +60,9 @@ def tick(settings: Settings) -> float:
 
 def spawn(loaded: inifile.Config, listeners: Iterable[Listener]) -> int:
     """Fork the events process for `loaded`; its pid. Raises OSError."""
-    sys.stdout.flush()
-    sys.stderr.flush()
-    blocked = workers.PARENT_SIGNALS | {signal.SIGUSR1}
-    previous = signal.pthread_sigmask(signal.SIG_BLOCK, blocked)
-    try:
-        pid = os.fork()
-    except OSError:
-        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
-        raise
-    if pid == 0:
-        status = workers.EXIT_SOFTWARE
-        try:
-            workers.end_with_parent(PROCESS_NAME)
-            # Not ours to hold: a listening socket kept open here would outlive the
-            # workers that serve it.
-            for listener in listeners:
-                listener.close()
-            status = EventsProcess(loaded, previous).run()
-        except BaseException:
-            LOG.exception("events process %d failed", os.getpid())
-        finally:
-            sys.stderr.flush()
-            os._exit(status)
-    signal.pthread_sigmask(signal.SIG_SETMASK, previous)
-    return pid
+    return workers.spawn_sidecar(
+        PROCESS_NAME, listeners, lambda mask: EventsProcess(loaded, mask).run()
+    )
 
 
 class EventsProcess:

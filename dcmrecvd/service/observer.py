@@ -29,7 +29,6 @@ import signal
 import socket
 import socketserver
 import stat
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -102,31 +101,9 @@ def spawn(
     metrics_socket: socket.socket | None,
 ) -> int:
     """Fork the observer process for `loaded`; its pid. Raises OSError."""
-    sys.stdout.flush()
-    sys.stderr.flush()
-    blocked = workers.PARENT_SIGNALS | {signal.SIGUSR1}
-    previous = signal.pthread_sigmask(signal.SIG_BLOCK, blocked)
-    try:
-        pid = os.fork()
-    except OSError:
-        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
-        raise
-    if pid == 0:
-        status_code = workers.EXIT_SOFTWARE
-        try:
-            workers.end_with_parent(PROCESS_NAME)
-            # Not ours to hold: a listening socket kept open here would outlive the
-            # workers that serve it.
-            for listener in listeners:
-                listener.close()
-            status_code = Observer(board, loaded, metrics_socket).run(previous)
-        except BaseException:
-            LOG.exception("observer process %d failed", os.getpid())
-        finally:
-            sys.stderr.flush()
-            os._exit(status_code)
-    signal.pthread_sigmask(signal.SIG_SETMASK, previous)
-    return pid
+    return workers.spawn_sidecar(
+        PROCESS_NAME, listeners, lambda mask: Observer(board, loaded, metrics_socket).run(mask)
+    )
 
 
 # --- what the moment knows ---------------------------------------------------------------

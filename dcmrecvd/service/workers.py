@@ -25,7 +25,7 @@ import signal
 import ssl
 import sys
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from contextlib import suppress
 from dataclasses import dataclass
 from types import FrameType
@@ -104,6 +104,38 @@ def spawn(board: Board, generation: Generation) -> tuple[int, int]:
     signal.pthread_sigmask(signal.SIG_SETMASK, previous)
     board.assign(slot, pid)
     return pid, slot
+
+
+def spawn_sidecar(
+    name: str, listeners: Iterable[Listener], life: Callable[[set[int | signal.Signals]], int]
+) -> int:
+    """Fork a process beside the workers (events, observer) that serves no association;
+    its pid. In it: named `name`, ended with the parent, without the listening sockets
+    (a copy kept there would outlive the workers that serve them), then `life(mask)`,
+    whose result is its exit status; `mask` is the signal mask to restore once its
+    handlers are set. Raises OSError."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, _FORK_BLOCKED)
+    try:
+        pid = os.fork()
+    except OSError:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+        raise
+    if pid == 0:
+        status = EXIT_SOFTWARE
+        try:
+            end_with_parent(name)
+            for listener in listeners:
+                listener.close()
+            status = life(previous)
+        except BaseException:
+            LOG.exception("%s %d failed", name, os.getpid())
+        finally:
+            sys.stderr.flush()
+            os._exit(status)
+    signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+    return pid
 
 
 def end_with_parent(name: str) -> None:
