@@ -25,6 +25,7 @@ import shutil
 import socket
 import subprocess
 import tempfile
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import cache
@@ -36,6 +37,7 @@ from tests.e2e.container import CLEAN_PATH, Container, booted, wait_for
 from tests.support import dicomgen
 from tests.support.net import free_port
 from tests.support.paths import REPO
+from tests.support.promtool import check_metrics
 
 pytestmark = [
     pytest.mark.slow,
@@ -631,6 +633,38 @@ def test_a_hook_runs_under_the_units_sandbox_when_a_study_is_complete(
     assert all(e.get("EVENT_ID") for e in lines)
     check = box.run("dcmrecvd", "--config", CONF, "--check-index", check=False)
     assert check.returncode == 0, check.stdout + check.stderr
+
+
+def test_status_and_the_metrics_socket_under_the_unit(installed: Installed) -> None:
+    box = installed.box
+    # The shipped configuration's status socket, in the unit's RuntimeDirectory=.
+    answer = box.run("dcmrecvd", "status", "--json")
+    document = json.loads(answer.stdout)
+    assert document["format"] == 1 and document["workers"], document
+    assert document["instances"] >= 1  # the steps before stored objects
+    mode = box.run("stat", "-c", "%a %U", "/run/dcmrecvd/status.sock").stdout.split()
+    assert mode == ["660", "dcmrecvd"], mode
+    # An administrator enables the metrics socket (on a free port here) and restarts.
+    port = free_port()
+    drop_in = box.path("/etc/systemd/system/dcmrecvd-metrics.socket.d")
+    drop_in.mkdir(parents=True, exist_ok=True)
+    (drop_in / "e2e.conf").write_text(f"[Socket]\nListenStream=\nListenStream=127.0.0.1:{port}\n")
+    box.run("systemctl", "daemon-reload")
+    box.run("systemctl", "enable", "--now", "dcmrecvd-metrics.socket")
+    box.run("systemctl", "restart", "dcmrecvd")
+    wait_active(box)
+
+    def scraped() -> str | None:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as page:
+                return str(page.read().decode())
+        except OSError:
+            return None
+
+    text = wait_for("the metrics endpoint on the socket systemd passes", scraped, TIMEOUT)
+    assert "dcmrecvd_workers " in text and "dcmrecvd_config_info{" in text
+    assert check_metrics(text) == ""
+    box.run("systemctl", "disable", "--now", "dcmrecvd-metrics.socket")
 
 
 def test_systemctl_stop_closes_the_port(installed: Installed) -> None:

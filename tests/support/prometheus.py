@@ -27,7 +27,6 @@ from tests.support.net import LOCALHOST, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 PROMETHEUS = Path("/usr/bin/prometheus")
-PROMTOOL = Path("/usr/bin/promtool")
 DEADLINE = 30.0
 # How often the deadline loops ask again: a polling interval, not synchronisation.
 POLL = 0.1
@@ -179,16 +178,3 @@ def prometheus(
     finally:
         if proc.poll() is None:
             server.stop()
-
-
-def promtool_check_metrics(text: str) -> subprocess.CompletedProcess[str]:
-    """`promtool check metrics` on `text` (an exposition, on stdin)."""
-    installed()
-    return subprocess.run(
-        [str(PROMTOOL), "check", "metrics"],
-        input=text,
-        capture_output=True,
-        text=True,
-        timeout=DEADLINE,
-        check=False,
-    )
