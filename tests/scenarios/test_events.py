@@ -10,7 +10,6 @@ import sqlite3
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Callable
 from contextlib import closing
 from dataclasses import dataclass
@@ -19,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from tests.support import dicomgen
+from tests.support import dicomgen, waiting
 from tests.support.daemon import Daemon, children, conf, dcmrecvd, requestor
 from tests.support.net import LOCALHOST, free_port
 
@@ -45,14 +44,7 @@ with open(log, "a") as file:
 
 
 def wait_until(test: Callable[[], Any], what: str, timeout: float = DEADLINE) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        found = test()
-        if found:
-            return found
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {timeout} s: {what}")
-        time.sleep(0.05)
+    return waiting.found(test, what, timeout)
 
 
 @dataclass

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from tests.support import dicomgen
+from tests.support import dicomgen, waiting
 from tests.support.daemon import conf, dcmrecvd
 from tests.support.daemon import workers as worker_pids
 from tests.support.net import LOCALHOST, free_port
@@ -32,14 +32,7 @@ SOP_CLASS = {"ct": dicomgen.CT, "mr": dicomgen.MR}
 
 
 def wait_until(test: Callable[[], Any], what: str, timeout: float = DEADLINE) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        found = test()
-        if found:
-            return found
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {timeout} s: {what}")
-        time.sleep(0.05)  # polling interval of the deadline loop
+    return waiting.found(test, what, timeout)
 
 
 class Sender:

@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import json
 import subprocess
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from tests.support import rawpdu
+from tests.support import rawpdu, waiting
 from tests.support.daemon import DCMRECVD, conf, dcmrecvd
 from tests.support.net import free_port
 
@@ -36,14 +35,7 @@ def document(config: Path) -> dict[str, Any]:
 
 
 def wait_until(test: Callable[[], Any], what: str) -> Any:
-    deadline = time.monotonic() + DEADLINE
-    while True:
-        found = test()
-        if found:
-            return found
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {DEADLINE} s: {what}")
-        time.sleep(0.05)
+    return waiting.found(test, what, DEADLINE)
 
 
 def live(config: Path) -> list[dict[str, Any]]:

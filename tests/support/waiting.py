@@ -6,6 +6,9 @@ import os
 import select
 import time
 from collections.abc import Callable
+from typing import TypeVar
+
+T = TypeVar("T")
 
 DEADLINE = 10.0
 
@@ -17,6 +20,18 @@ def until(condition: Callable[[], bool], what: str, timeout: float = DEADLINE) -
         if time.monotonic() > deadline:
             raise AssertionError(f"not within {timeout} s: {what}")
         time.sleep(0.01)  # polling interval of the deadline loop, not synchronisation
+
+
+def found(probe: Callable[[], T | None], what: str, timeout: float = DEADLINE) -> T:
+    """The first value of `probe()` that is not None or empty; fail after `timeout` s."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = probe()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not within {timeout} s: {what}")
+        time.sleep(0.05)  # polling interval of the deadline loop, not synchronisation
 
 
 def ended(pid: int, timeout: float = DEADLINE) -> int:
