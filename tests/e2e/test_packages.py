@@ -641,7 +641,6 @@ def test_status_and_the_metrics_socket_under_the_unit(installed: Installed) -> N
     answer = box.run("dcmrecvd", "status", "--json")
     document = json.loads(answer.stdout)
     assert document["format"] == 1 and document["workers"], document
-    assert document["instances"] >= 1  # the steps before stored objects
     mode = box.run("stat", "-c", "%a %U", "/run/dcmrecvd/status.sock").stdout.split()
     assert mode == ["660", "dcmrecvd"], mode
     # An administrator enables the metrics socket (on a free port here) and restarts.
@@ -650,9 +649,12 @@ def test_status_and_the_metrics_socket_under_the_unit(installed: Installed) -> N
     drop_in.mkdir(parents=True, exist_ok=True)
     (drop_in / "e2e.conf").write_text(f"[Socket]\nListenStream=\nListenStream=127.0.0.1:{port}\n")
     box.run("systemctl", "daemon-reload")
-    box.run("systemctl", "enable", "--now", "dcmrecvd-metrics.socket")
+    # As docs/metrics.md says: enable, then restart the service (a socket unit cannot
+    # start while its service runs; the restart starts it first).
+    box.run("systemctl", "enable", "dcmrecvd-metrics.socket")
     box.run("systemctl", "restart", "dcmrecvd")
     wait_active(box)
+    assert box.show("dcmrecvd-metrics.socket", "ActiveState") == "active"
 
     def scraped() -> str | None:
         try:
@@ -665,6 +667,8 @@ def test_status_and_the_metrics_socket_under_the_unit(installed: Installed) -> N
     assert "dcmrecvd_workers " in text and "dcmrecvd_config_info{" in text
     assert check_metrics(text) == ""
     box.run("systemctl", "disable", "--now", "dcmrecvd-metrics.socket")
+    box.run("systemctl", "restart", "dcmrecvd")
+    wait_active(box)
 
 
 def test_systemctl_stop_closes_the_port(installed: Installed) -> None:
