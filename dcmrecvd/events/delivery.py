@@ -128,6 +128,8 @@ class Deliverer:
         self.runner = runner
         self.clock = clock
         self._running: dict[Hashable, Delivery] = {}
+        # Hooks that ended while the index could not record it.
+        self._unrecorded: list[tuple[Hashable, Finished]] = []
 
     @property
     def directory(self) -> Path:
@@ -247,19 +249,35 @@ class Deliverer:
         )
         return True
 
+    def hold(self, finished: list[tuple[Hashable, Finished]]) -> None:
+        """Keep how the hooks in `finished` ended, to record at the next finish() (while
+        the index cannot be written)."""
+        self._unrecorded += finished
+
     def finish(self, finished: list[tuple[Hashable, Finished]]) -> None:
-        """Record how the hooks in `finished` (from the runner's poll) ended."""
-        for key, result in finished:
-            delivery = self._running.pop(key)
-            hook = self._hook(delivery)
-            if result.ok:
-                self._mark(delivery, DONE, delivery.attempts + 1, self.clock(), result.reason)
-                self._remove_copy(delivery)
-            elif hook is None:
-                self._mark(delivery, DROPPED, delivery.attempts + 1, self.clock(), result.reason)
-                self._remove_copy(delivery)
-            else:
-                self._failed(delivery, hook, result.reason)
+        """Record how the hooks in `finished` (from the runner's poll), and any held,
+        ended. Raises index.IndexFailure; what was not recorded then is held."""
+        batch, self._unrecorded = [*self._unrecorded, *finished], []
+        for number, (key, result) in enumerate(batch):
+            try:
+                self._record(key, result)
+            except index.IndexFailure:
+                self._unrecorded = batch[number:]
+                raise
+
+    def _record(self, key: Hashable, result: Finished) -> None:
+        # Still running for start_due until recorded: it is not started again meanwhile.
+        delivery = self._running[key]
+        hook = self._hook(delivery)
+        if result.ok:
+            self._mark(delivery, DONE, delivery.attempts + 1, self.clock(), result.reason)
+            self._remove_copy(delivery)
+        elif hook is None:
+            self._mark(delivery, DROPPED, delivery.attempts + 1, self.clock(), result.reason)
+            self._remove_copy(delivery)
+        else:
+            self._failed(delivery, hook, result.reason)
+        del self._running[key]
 
     def _failed(self, delivery: Delivery, hook: Hook, reason: str) -> None:
         attempts = delivery.attempts + 1

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import fcntl
 import logging
+import math
 import os
 import queue
 import signal
@@ -42,6 +43,9 @@ MIN_TICK = 0.1
 MAX_TICK = 1.0
 # How long running hooks get to end after SIGTERM before they are killed.
 STOP_GRACE = 5.0
+# While the index cannot be used: the longest wait between tries, and how often it is said.
+INDEX_RETRY_MAX = 30.0
+INDEX_COMPLAINT_INTERVAL = 60.0
 # Old finished events are removed this often.
 PRUNE_INTERVAL = 3600.0
 # The exit status when the index cannot be used (the parent starts another later).
@@ -126,6 +130,10 @@ class EventsProcess:
         deliverer = delivery.Deliverer(listing, settings.events, runner, self.clock)
         next_pass = 0.0
         next_prune = 0.0
+        # While the index fails: when it was last said, and how long to wait before the
+        # next try (doubling, up to INDEX_RETRY_MAX).
+        complained = -math.inf
+        wait = 0.0
         while True:
             try:
                 signum: int | None = self._signals.get_nowait()
@@ -153,9 +161,17 @@ class EventsProcess:
                 deliverer.start_due()
                 deliverer.finish(runner.poll(tick(settings)))
             except index.IndexFailure as exc:
-                # A busy or failing index: what was not recorded is done again next time.
-                LOG.error("events: %s", exc)
-                deliverer.finish(runner.poll(tick(settings)))
+                # A busy or failing index (a full disk): what was not recorded is done
+                # again; said once a minute, tried again less and less often.
+                if now - complained >= INDEX_COMPLAINT_INTERVAL:
+                    LOG.error("events: %s; trying again", exc)
+                    complained = now
+                wait = min(max(2 * wait, tick(settings)), INDEX_RETRY_MAX)
+                deliverer.hold(runner.poll(wait))
+            else:
+                if wait:
+                    LOG.info("events: the index works again")
+                complained, wait = -math.inf, 0.0
 
     def _reload(self) -> None:
         try:

@@ -11,7 +11,7 @@ import os
 import sqlite3
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Hashable, Iterator
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -20,9 +20,9 @@ import pytest
 from dcmrecvd import eventrecords
 from dcmrecvd.events import delivery
 from dcmrecvd.events.delivery import Deliverer
-from dcmrecvd.events.hookrunner import HookRunner
+from dcmrecvd.events.hookrunner import Finished, HookRunner
 from dcmrecvd.settings import EventKind, EventSettings, Hook
-from dcmrecvd.store.index import Entry, Index, NewEvent, insert_event
+from dcmrecvd.store.index import Entry, Index, IndexFailure, NewEvent, insert_event
 
 T0 = 1_800_000_000.0
 STUDY = "1.2.840.99.1"
@@ -600,3 +600,39 @@ def test_backoff_doubles_from_the_first_wait_up_to_the_cap() -> None:
 
 def test_backoff_stays_capped_however_many_attempts() -> None:
     assert delivery.backoff(delivery.MANIFEST_RETRY_DELAY, 1100) == delivery.MAX_BACKOFF
+
+
+def test_an_end_the_index_cannot_record_is_held_and_recorded_later(
+    listing: Index,
+    runner: HookRunner,
+    directory: Path,
+    hook_dir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    clock = Clock()
+    seq = record(listing, "ev-held", "hook:ok")
+    deliverer = Deliverer(listing, settings_for(directory, recording_hook(hook_dir)), runner, clock)
+    deliverer.start_due()
+    ended: list[tuple[Hashable, Finished]] = []
+    deadline = time.monotonic() + DEADLINE
+    while not ended:
+        assert time.monotonic() < deadline, "the hook never ended"
+        ended += runner.poll(POLL)
+    real = Index.transaction
+
+    def full_disk(self: Index, work: Callable[..., Any], *, write: bool) -> Any:
+        if write:
+            raise IndexFailure("database or disk is full")
+        return real(self, work, write=write)
+
+    monkeypatch.setattr(Index, "transaction", full_disk)
+    with pytest.raises(IndexFailure):
+        deliverer.finish(ended)
+    # Not recorded, and not started again while it waits to be.
+    deliverer.start_due()
+    assert runner.running == frozenset()
+    assert row(listing, seq, "hook:ok").state == "pending"
+    monkeypatch.setattr(Index, "transaction", real)
+    deliverer.finish([])
+    assert row(listing, seq, "hook:ok") == Row("done", 1, clock.now, "exited with status 0")
+    assert lines(hook_dir / "runs") == ["ev-held"]
