@@ -144,7 +144,9 @@ class _Association:
     protocol_abort: bool = False
     # The admission to give back when the connection closes.
     admitted: access.Decision | None = None
-    # The [peer] rule's name that admitted it (the metrics' label), and its live entry.
+    # Its ASSOC_ID, the [peer] rule's name that admitted it (the metrics' label), and
+    # its live entry.
+    identity: str = ""
     peer: str = OTHER_PEER
     live: Live = field(default_factory=Live)
 
@@ -303,13 +305,18 @@ class Receiver:
             return
         if decision.rule is not None:
             info.peer = decision.rule.name
-        identity = logfields.bound().get("ASSOC_ID", "")
+        info.identity = logfields.bound().get("ASSOC_ID", "")
         info.live = self.stats.live(
             Identity(
-                identity, calling, called, address, info.peer, association.over_tls(event.assoc)
+                info.identity,
+                calling,
+                called,
+                address,
+                info.peer,
+                association.over_tls(event.assoc),
             )
         )
-        self._by_id[identity] = info
+        self._by_id[info.identity] = info
         association.on_accept(event.assoc, self._sink, self._refuse_request, self._serve_store)
         self._apply(event, outcome, profile)
 
@@ -321,7 +328,7 @@ class Receiver:
         if info is not None:
             info.live.close()
             info.live = Live()
-            self._by_id = {k: v for k, v in self._by_id.items() if v is not info}
+            self._by_id.pop(info.identity, None)
 
     def _apply(self, event: Event, outcome: Outcome, profile: Profile) -> None:
         """Make pynetdicom's answer carry DCMTK's roles and extended negotiation."""
@@ -483,9 +490,10 @@ class Receiver:
         }
         response = self.store.store(sink)
         status = response if isinstance(response, int) else int(response.Status)
+        elapsed = time.monotonic() - started
         stored = sink.received if isinstance(sink, IncomingObject) and status == 0 else None
         fsync = sink.fsync_seconds if isinstance(sink, IncomingObject) else 0.0
-        self.stats.timings(time.monotonic() - started, fsync)
+        self.stats.timings(elapsed, fsync)
         current = self._current()
         self.stats.response(current.peer, status, stored)
         current.live.end(stored)
@@ -495,7 +503,7 @@ class Receiver:
             extra={
                 **instance,
                 "DIMSE_STATUS": f"0x{status:04X}",
-                "DURATION_MS": str(round((time.monotonic() - started) * 1000)),
+                "DURATION_MS": str(round(elapsed * 1000)),
             },
         )
         return response
