@@ -48,7 +48,6 @@ class _Counts(ctypes.Structure):
     """What the metrics count: per worker slot, and the board's totals of reaped ones."""
 
     _fields_ = [
-        ("accepted", ctypes.c_int64),
         ("rejected", ctypes.c_int64 * _REASONS),
         ("responses", (ctypes.c_int64 * _STATUSES) * _PEERS),
         ("instances", ctypes.c_int64 * _PEERS),
@@ -235,7 +234,9 @@ class Board:
         live = tuple(_live(entry, peers) for entry in data.live if entry.pid)
         active = sum(int(slot.active) for slot in live_slots)
         return snapshot.Snapshot(
-            associations_accepted=int(total.accepted),
+            # The slots' own count, which STATUS= shows too.
+            associations_accepted=int(data.associations)
+            + sum(int(slot.associations) for slot in live_slots),
             associations_rejected={
                 reason: int(total.rejected[n]) for n, reason in enumerate(snapshot.REJECT_REASONS)
             },
@@ -394,7 +395,6 @@ class LiveFields:
 
 
 def _add_counts(total: _Counts, more: _Counts) -> None:
-    total.accepted += more.accepted
     total.tls_failures += more.tls_failures
     total.commit_sum += more.commit_sum
     total.fsync_sum += more.fsync_sum
@@ -473,8 +473,6 @@ class SharedStats(Stats):
 
     def association(self) -> None:
         self._board.count(associations=1)
-        with self._board.own_counts() as counts:
-            counts.accepted += 1
 
     def instance(self, size: int) -> None:
         self._board.count(instances=1, size=size)
