@@ -81,27 +81,16 @@ _FORK_BLOCKED = PARENT_SIGNALS | {signal.SIGUSR1}
 def spawn(board: Board, generation: Generation) -> tuple[int, int]:
     """Fork one worker serving `generation`; (pid, slot). Raises OSError, RuntimeError."""
     slot = board.claim()
-    sys.stdout.flush()
-    sys.stderr.flush()
-    previous = signal.pthread_sigmask(signal.SIG_BLOCK, _FORK_BLOCKED)
+
+    def life(mask: set[int | signal.Signals]) -> int:
+        board.slot = slot
+        return _Worker(board, generation, mask).run()
+
     try:
-        pid = os.fork()
+        pid = _fork(WORKER_NAME, life)
     except OSError:
-        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
         board.release(slot)
         raise
-    if pid == 0:
-        status = EXIT_SOFTWARE
-        try:
-            end_with_parent(WORKER_NAME)
-            board.slot = slot
-            status = _Worker(board, generation, previous).run()
-        except BaseException:
-            LOG.exception("worker %d failed", os.getpid())
-        finally:
-            sys.stderr.flush()
-            os._exit(status)
-    signal.pthread_sigmask(signal.SIG_SETMASK, previous)
     board.assign(slot, pid)
     return pid, slot
 
@@ -110,10 +99,22 @@ def spawn_sidecar(
     name: str, listeners: Iterable[Listener], life: Callable[[set[int | signal.Signals]], int]
 ) -> int:
     """Fork a process beside the workers (events, observer) that serves no association;
-    its pid. In it: named `name`, ended with the parent, without the listening sockets
-    (a copy kept there would outlive the workers that serve them), then `life(mask)`,
-    whose result is its exit status; `mask` is the signal mask to restore once its
-    handlers are set. Raises OSError."""
+    its pid. In it: without the listening sockets (a copy kept there would outlive the
+    workers that serve them), then `life(mask)` as _fork says. Raises OSError."""
+
+    def without_listeners(mask: set[int | signal.Signals]) -> int:
+        for listener in listeners:
+            listener.close()
+        return life(mask)
+
+    return _fork(name, without_listeners)
+
+
+def _fork(name: str, life: Callable[[set[int | signal.Signals]], int]) -> int:
+    """Fork a child of the parent; its pid. In it: named `name`, ended with the parent,
+    then `life(mask)`, whose result is its exit status; `mask` is the signal mask to
+    restore once its handlers are set (the parent's signals are blocked across the fork,
+    so none reaches the child before). Raises OSError."""
     sys.stdout.flush()
     sys.stderr.flush()
     previous = signal.pthread_sigmask(signal.SIG_BLOCK, _FORK_BLOCKED)
@@ -126,8 +127,6 @@ def spawn_sidecar(
         status = EXIT_SOFTWARE
         try:
             end_with_parent(name)
-            for listener in listeners:
-                listener.close()
             status = life(previous)
         except BaseException:
             LOG.exception("%s %d failed", name, os.getpid())
