@@ -56,27 +56,6 @@ def satisfied(rule: CompletionRule, series_count: int, modalities: frozenset[str
     return enough and present
 
 
-@dataclass(frozen=True)
-class StudyView:
-    state: OpenState
-    open_series: int
-    series_count: int
-    modalities: frozenset[str]
-
-
-def study_due(
-    view: StudyView, now: float, settings: EventSettings, rule: CompletionRule
-) -> str | None:
-    """Why the study completes at `now`, or None.
-
-    Its quiet period is at least its series' (the configuration checks it), so a quiet
-    study's series are complete by the time it is; the rule waits for them too.
-    """
-    if view.open_series == 0 and satisfied(rule, view.series_count, view.modalities):
-        return RULE
-    return due(view.state, now, settings.study_quiet, settings.max_age)
-
-
 def rule_for(
     settings: EventSettings, access: AccessPolicy, calling: str, address: str
 ) -> CompletionRule:
@@ -162,25 +141,10 @@ class Pass:
             " FROM series WHERE study_instance_uid = ? AND open = 1",
             (state.uid,),
         ).fetchall()
-        (series_count,) = self.connection.execute(
-            "SELECT count(*) FROM series WHERE study_instance_uid = ?", (state.uid,)
-        ).fetchone()
-        modalities = frozenset(
-            row[0]
-            for row in self.connection.execute(
-                "SELECT DISTINCT modality FROM objects WHERE study_instance_uid = ?",
-                (state.uid,),
-            )
-            if row[0]
-        )
-        first = self.connection.execute(
-            "SELECT calling_ae, peer_address FROM objects WHERE study_instance_uid = ?"
-            " ORDER BY received_at LIMIT 1",
-            (state.uid,),
-        ).fetchone()
-        rule = rule_for(self.settings, self.access, *(first or ("", "")))
-        view = StudyView(state, len(open_series), series_count, modalities)
-        reason = study_due(view, self.now, self.settings, rule)
+        # Its quiet period is at least its series' (the configuration checks it), so a
+        # quiet study's series are complete by the time it is; a rule waits for them too.
+        reason = RULE if not open_series and self._rule_met(state.uid) else None
+        reason = reason or due(state, self.now, self.settings.study_quiet, self.settings.max_age)
         if reason is None:
             return
         # A study completing by its maximum age takes its open series with it, so that
@@ -192,6 +156,33 @@ class Pass:
         )
         files = _entries(self.connection, "study_instance_uid", state.uid)
         self._complete(EventKind.STUDY_COMPLETE, state.uid, state, reason, files)
+
+    def _rule_met(self, study: str) -> bool:
+        """Whether the rule of `study`, whose series are all complete, completes it now.
+        Its queries run only when the configuration has a rule at all: a pass runs every
+        tick, holding the index's write lock."""
+        settings = self.settings
+        if settings.rule.empty and not settings.peer_rules and not settings.profile_rules:
+            return False
+        first = self.connection.execute(
+            "SELECT calling_ae, peer_address FROM objects WHERE study_instance_uid = ?"
+            " ORDER BY received_at LIMIT 1",
+            (study,),
+        ).fetchone()
+        rule = rule_for(settings, self.access, *(first or ("", "")))
+        if rule.empty:
+            return False
+        (series_count,) = self.connection.execute(
+            "SELECT count(*) FROM series WHERE study_instance_uid = ?", (study,)
+        ).fetchone()
+        modalities = frozenset(
+            row[0]
+            for row in self.connection.execute(
+                "SELECT DISTINCT modality FROM objects WHERE study_instance_uid = ?", (study,)
+            )
+            if row[0]
+        )
+        return satisfied(rule, series_count, modalities)
 
     def _complete(
         self,
@@ -214,20 +205,7 @@ class Pass:
                 generation=state.generation,
                 reason=reason,
             )
-            document = eventrecords.manifest(occurrence, files)
-            seq = index.insert_event(
-                self.connection,
-                index.NewEvent(
-                    id=occurrence.id,
-                    kind=kind.value,
-                    created_at=self.now,
-                    study_instance_uid=study,
-                    series_instance_uid=series,
-                    generation=state.generation,
-                    manifest=eventrecords.encode(document),
-                    targets=targets,
-                ),
-            )
+            seq = index.insert_event(self.connection, index.new_event(occurrence, files, targets))
         self.completed.append(
             Completed(kind, study, series, state.generation, reason, len(files), seq)
         )

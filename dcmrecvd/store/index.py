@@ -27,7 +27,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import astuple, dataclass, field, fields
 from pathlib import Path
 from stat import S_ISREG
@@ -36,6 +36,8 @@ from typing import TypeVar
 
 from pydicom import dcmread
 from pydicom.multival import MultiValue
+
+from dcmrecvd import eventrecords
 
 T = TypeVar("T")
 
@@ -150,6 +152,22 @@ class NewEvent:
     generation: int
     manifest: str  # JSON
     targets: tuple[str, ...]
+
+
+def new_event(
+    occurrence: eventrecords.Occurrence, files: Sequence[Entry], targets: tuple[str, ...]
+) -> NewEvent:
+    """The event to record for `occurrence` over `files`, with its manifest built now."""
+    return NewEvent(
+        id=occurrence.id,
+        kind=occurrence.kind.value,
+        created_at=occurrence.created_at,
+        study_instance_uid=occurrence.study_instance_uid,
+        series_instance_uid=occurrence.series_instance_uid,
+        generation=occurrence.generation,
+        manifest=eventrecords.encode(eventrecords.manifest(occurrence, files)),
+        targets=targets,
+    )
 
 
 def insert_event(connection: sqlite3.Connection, event: NewEvent) -> int:

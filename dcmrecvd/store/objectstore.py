@@ -135,16 +135,7 @@ def _instance_event(events: EventSettings, entry: index.Entry) -> index.NewEvent
         generation=0,
         reason="",
     )
-    return index.NewEvent(
-        id=occurrence.id,
-        kind=kind.value,
-        created_at=occurrence.created_at,
-        study_instance_uid=entry.study_instance_uid,
-        series_instance_uid=entry.series_instance_uid,
-        generation=0,
-        manifest=eventrecords.encode(eventrecords.manifest(occurrence, [entry])),
-        targets=targets,
-    )
+    return index.new_event(occurrence, [entry], targets)
 
 
 def join_path(directory: str, name: str) -> str:
