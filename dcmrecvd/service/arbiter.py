@@ -434,16 +434,15 @@ class Service:
         """Stop every worker: each gives its associations stop-grace, then aborts them."""
         self._stopping = True
         self.notifier.stopping()
-        sidecars = [s.pid for s in self.sidecars if s.pid is not None]
-        self._signal([*self.current, *self.retired, *sidecars], signal.SIGTERM)
-        for listener in self.listeners.values():
-            listener.close()
-        deadline = time.monotonic() + self.loaded.settings.stop_grace + DRAIN_MARGIN
 
         def running() -> list[int]:
             sidecars = [s.pid for s in self.sidecars if s.pid is not None]
             return [*self.current, *self.retired, *sidecars]
 
+        self._signal(running(), signal.SIGTERM)
+        for listener in self.listeners.values():
+            listener.close()
+        deadline = time.monotonic() + self.loaded.settings.stop_grace + DRAIN_MARGIN
         while running():
             self._reap()
             left = deadline - time.monotonic()
