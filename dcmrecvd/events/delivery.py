@@ -21,7 +21,7 @@ from pathlib import Path
 from dcmrecvd import eventrecords, hookcommand
 from dcmrecvd.events.hookrunner import STOPPED, Finished, HookRunner
 from dcmrecvd.settings import EventSettings, Hook
-from dcmrecvd.store import index
+from dcmrecvd.store import index, storage
 
 LOG = logging.getLogger("dcmrecv.events")
 
@@ -76,22 +76,12 @@ def manifest_name(delivery: Delivery) -> str:
     return f"{delivery.seq:012d}.{delivery.kind}.{delivery.id}.json"
 
 
-def _fsync_directory(path: Path) -> None:
-    descriptor = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)
-
-
-def _write(path: Path, text: str, *, durable: bool) -> None:
-    """`text` into `path` whole or not at all: a temporary name, then rename."""
+def _write(path: Path, text: str) -> None:
+    """`text` into `path` whole or not at all: a temporary name, then rename. Not
+    fsynced: what it writes is written again whenever it is needed again."""
     temporary = path.with_name(f".{path.name}.tmp")
     with open(temporary, "w", encoding="ascii") as file:
         file.write(text)
-        if durable:
-            file.flush()
-            os.fsync(file.fileno())
     os.replace(temporary, path)
 
 
@@ -108,7 +98,7 @@ def write_manifest(directory: Path, delivery: Delivery) -> Path:
         os.fsync(file.fileno())
     final = new / name
     os.replace(staged, final)
-    _fsync_directory(new)
+    storage.fsync_directory(new)
     return final
 
 
@@ -225,8 +215,7 @@ class Deliverer:
         copy = self._copy_path(delivery)
         try:
             copy.parent.mkdir(mode=0o750, parents=True, exist_ok=True)
-            # Not fsynced: it is written again whenever the delivery is retried.
-            _write(copy, delivery.manifest, durable=False)
+            _write(copy, delivery.manifest)
         except OSError as exc:
             self._failed(delivery, hook, f"cannot write its manifest: {exc}")
             return False
