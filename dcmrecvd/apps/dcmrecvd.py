@@ -42,6 +42,20 @@ EXIT_NOPERM = 77
 STATUS_TIMEOUT = 10.0
 
 
+def _source(
+    parser: argparse.ArgumentParser, config_help: str, no_config_help: str, *, socket: bool
+) -> None:
+    """--config FILE or --no-config (or, with `socket`, --socket PATH), as the daemon and
+    `dcmrecvd status` take them."""
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument(
+        "--config", type=Path, default=inifile.DEFAULT_PATH, metavar="FILE", help=config_help
+    )
+    source.add_argument("--no-config", action="store_true", help=no_config_help)
+    if socket:
+        source.add_argument("--socket", type=Path, metavar="PATH", help="the status socket itself")
+
+
 def _arguments(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog=PROGRAM,
@@ -49,19 +63,12 @@ def _arguments(argv: Sequence[str] | None) -> argparse.Namespace:
         epilog=f"{PROGRAM} status [--json] shows what the running daemon does"
         f" (see {PROGRAM} status --help).",
     )
-    source = parser.add_mutually_exclusive_group()
-    source.add_argument(
-        "--config",
-        type=Path,
-        default=inifile.DEFAULT_PATH,
-        metavar="FILE",
-        help=f"INI configuration file (default: {inifile.DEFAULT_PATH})",
-    )
-    source.add_argument(
-        "--no-config",
-        action="store_true",
-        help="read no file: the embedded defaults (every storage SOP class, port 11112,"
+    _source(
+        parser,
+        f"INI configuration file (default: {inifile.DEFAULT_PATH})",
+        "read no file: the embedded defaults (every storage SOP class, port 11112,"
         " files into ./incoming)",
+        socket=False,
     )
     actions = parser.add_mutually_exclusive_group()
     actions.add_argument(
@@ -213,18 +220,12 @@ def _status_arguments(argv: Sequence[str]) -> argparse.Namespace:
         description="Show what the running daemon does: its counters, its worker processes"
         " and the associations in progress, read from its [status] socket.",
     )
-    source = parser.add_mutually_exclusive_group()
-    source.add_argument(
-        "--config",
-        type=Path,
-        default=inifile.DEFAULT_PATH,
-        metavar="FILE",
-        help=f"find the socket in this configuration file (default: {inifile.DEFAULT_PATH})",
+    _source(
+        parser,
+        f"find the socket in this configuration file (default: {inifile.DEFAULT_PATH})",
+        "the embedded defaults (they have no socket)",
+        socket=True,
     )
-    source.add_argument(
-        "--no-config", action="store_true", help="the embedded defaults (they have no socket)"
-    )
-    source.add_argument("--socket", type=Path, metavar="PATH", help="the status socket itself")
     parser.add_argument(
         "--json", action="store_true", help="print the status document as JSON, as received"
     )
