@@ -289,11 +289,6 @@ def _manifests(text: str) -> frozenset[EventKind]:
     return frozenset(map(_enum(EventKind), items))
 
 
-def _command(text: str) -> tuple[str, ...]:
-    # CommandError is a ValueError: reported at the command's line like any bad value.
-    return hookcommand.parse(text)
-
-
 def _positive_size(text: str) -> int:
     value = size(text)
     if value <= 0:
@@ -421,7 +416,8 @@ _EVENTS_FIELDS: dict[str, tuple[str, Callable[[str], object]]] = {
 }
 _HOOK_FIELDS: dict[str, tuple[str, Callable[[str], object]]] = {
     "event": ("event", _enum(EventKind)),
-    "command": ("command", _command),
+    # CommandError is a ValueError: reported at the command's line like any bad value.
+    "command": ("command", hookcommand.parse),
     "modalities": ("modalities", _modalities),
     "timeout": ("timeout", duration),
     "retries": ("retries", _integer(0)),
