@@ -149,6 +149,8 @@ class _Association:
     identity: str = ""
     peer: str = OTHER_PEER
     live: Live = field(default_factory=Live)
+    # A balancer's health check (PROXY v2 LOCAL): not admitted by rules, not counted.
+    check: bool = False
 
 
 # The association of a request whose association is not known (never in practice).
@@ -246,14 +248,23 @@ class Receiver:
         calling = rq.calling_ae_title
         called = rq.called_ae_title
         address = event.assoc.requestor.address
+        relay = association.relay(event.assoc)
         logfields.bind(
             DICOM_CALLING_AET=calling,
             DICOM_CALLED_AET=called,
             PEER_ADDR=address,
+            **({"PROXY_ADDR": relay.proxy} if relay is not None else {}),
             ASSOC_ID=logfields.new_association_id(),
         )
         info = self._associations[event.assoc] = _Association(time.monotonic())
-        LOG.info("Association Received %s: %s -> %s", self._peer_name(address), calling, called)
+        info.check = relay is not None and relay.check
+        LOG.info(
+            "Association Received %s%s: %s -> %s",
+            self._peer_name(address),
+            f" (via {relay.proxy})" if relay is not None and not info.check else "",
+            calling,
+            called,
+        )
         proposed, roles = _proposals(event)
         negotiation = self._negotiation(event, proposed, roles)
         self._dump("Incoming Association Request:\n" + dumps.dump(negotiation, dumps.Pdu.RQ))
@@ -273,16 +284,22 @@ class Receiver:
                 event, REJECT_CALLED_AE_TITLE, "called AE title not recognized", "called-aetitle"
             )
             return
-        decision = self.admission.admit(
-            self.settings.access, self.settings.max_associations, (calling, called, address)
-        )
-        if decision.rejection is not None:
-            rejection = decision.rejection
-            self._reject(
-                event, rejection.rsd, rejection.text, _REJECT_METRICS[rejection], decision.why
+        if info.check:
+            # The balancer asks whether this node serves: no [peer] rule is about it, and
+            # a node busy up to its limits still serves.
+            self.stats.proxy_check()
+            decision = access.Decision()
+        else:
+            decision = self.admission.admit(
+                self.settings.access, self.settings.max_associations, (calling, called, address)
             )
-            return
-        info.admitted = decision
+            if decision.rejection is not None:
+                rejection = decision.rejection
+                self._reject(
+                    event, rejection.rsd, rejection.text, _REJECT_METRICS[rejection], decision.why
+                )
+                return
+            info.admitted = decision
         shortfall = self.store.reserve.shortfall(self.settings.output_dir)
         if shortfall is not None:
             LOG.warning("%s", shortfall)
@@ -306,16 +323,17 @@ class Receiver:
         if decision.rule is not None:
             info.peer = decision.rule.name
         info.identity = logfields.bound().get("ASSOC_ID", "")
-        info.live = self.stats.live(
-            Identity(
-                info.identity,
-                calling,
-                called,
-                address,
-                info.peer,
-                association.over_tls(event.assoc),
+        if not info.check:  # a health check is no peer's association
+            info.live = self.stats.live(
+                Identity(
+                    info.identity,
+                    calling,
+                    called,
+                    address,
+                    info.peer,
+                    association.over_tls(event.assoc),
+                )
             )
-        )
         self._by_id[info.identity] = info
         association.on_accept(event.assoc, self._sink, self._refuse_request, self._serve_store)
         self._apply(event, outcome, profile)
@@ -391,12 +409,13 @@ class Receiver:
         LOG.log(logging.INFO if self.settings.verbose_pc else logging.DEBUG, "%s", text)
 
     def _on_accepted(self, event: Event) -> None:
-        self.stats.association()
+        info = self._associations.get(event.assoc)
+        if info is None or not info.check:
+            self.stats.association()
         pdv, warning = max_send_pdv(event.assoc.requestor.maximum_length or 0)
         if warning is not None:
             LOG.warning("%s", warning)
         LOG.info("Association Acknowledged (Max Send PDV: %d)", pdv)
-        info = self._associations.get(event.assoc)
         if info is not None and info.negotiation is not None:
             self._dump(dumps.dump(info.negotiation, dumps.Pdu.AC))
 
@@ -518,6 +537,10 @@ class Receiver:
     def tls_failed(self) -> None:
         """A TLS handshake on a listener of this receiver failed."""
         self.stats.tls_failure()
+
+    def proxy_refused(self, reason: str) -> None:
+        """A listener of this receiver closed a connection for its PROXY header."""
+        self.stats.proxy_refused(reason)
 
 
 def _answered(

@@ -10,7 +10,7 @@ import enum
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from dcmrecvd.config.access import AccessPolicy
+from dcmrecvd.config.access import AccessPolicy, ProxyPolicy
 from dcmrecvd.pathtemplate import Template
 
 # DCMTK's ASC_MINIMUMPDUSIZE and ASC_MAXIMUMPDUSIZE: the range of -pdu and max-pdu, and the
@@ -119,6 +119,8 @@ class TlsSettings:
     ciphers: tuple[str, ...] = ()
     dh_parameters: Path | None = None
     peer_certificate: PeerCertificate = PeerCertificate.REQUIRE
+    # dcmrecvd: the TLS listener requires a PROXY protocol header (before the handshake).
+    proxy: ProxyPolicy | None = None
 
 
 class EventKind(enum.Enum):
@@ -239,6 +241,8 @@ class Settings:
     access: AccessPolicy = field(default_factory=AccessPolicy)
     # DICOM TLS on a listener of its own; None: no TLS.
     tls: TlsSettings | None = None
+    # dcmrecvd: the plain listener requires a PROXY protocol header; None: off.
+    proxy: ProxyPolicy | None = None
     # dcmrecvd: the TLS port when systemd passes no socket named dicom-tls.
     tls_port: int = 2762
     # dcmrecvd: refuse a dataset whose SOP Class/Instance UID differ from the request's

@@ -81,6 +81,12 @@ class Stats:
     def tls_failure(self) -> None:
         """A TLS handshake failed."""
 
+    def proxy_refused(self, reason: str) -> None:
+        """A connection was closed for its PROXY header; `reason`: snapshot.PROXY_ERRORS."""
+
+    def proxy_check(self) -> None:
+        """A balancer's health check (a PROXY v2 LOCAL connection) asked for an association."""
+
     def live(self, association: Identity) -> Live:
         """The live entry of an association just accepted."""
         return Live()

@@ -50,13 +50,32 @@ class PeerRule:
     def matches(self, calling: str, address: str) -> bool:
         if self.calling_aetitle is not None and calling != self.calling_aetitle:
             return False
-        if not self.networks:
-            return True
-        try:
-            ip = ipaddress.ip_address(address)
-        except ValueError:
-            return False
-        return any(ip in network for network in self.networks)
+        return not self.networks or _in(address, self.networks)
+
+
+@dataclass(frozen=True)
+class ProxyPolicy:
+    """A listener that requires the PROXY protocol header, and the balancers it takes it
+    from; any other peer is refused, since the header lets its sender claim any address."""
+
+    trusted: tuple[Network, ...]
+    # The specification asks for at least 3 s; a balancer sends the header at once.
+    header_timeout: float = 5.0
+
+    def trusts(self, address: str) -> bool:
+        return _in(address, self.trusted)
+
+
+def _in(address: str, networks: tuple[Network, ...]) -> bool:
+    """Whether `address` is in one of `networks`; an IPv4-mapped IPv6 address (what a
+    dual-stack listener sees of an IPv4 peer) counts as the IPv4 address it carries."""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return any(ip in network for network in networks)
 
 
 @dataclass(frozen=True)

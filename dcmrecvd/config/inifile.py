@@ -31,7 +31,7 @@ import pynetdicom.sop_class
 
 from dcmrecvd import hookcommand, pathtemplate
 from dcmrecvd.config import asconfig
-from dcmrecvd.config.access import AccessPolicy, Network, PeerRule
+from dcmrecvd.config.access import AccessPolicy, Network, PeerRule, ProxyPolicy
 from dcmrecvd.config.uidnames import is_uid, resolve_dcmtk
 from dcmrecvd.profiles import (
     AcceptedContext,
@@ -354,6 +354,8 @@ def _socket_path(text: str) -> str | None:
     return text
 
 
+# The keys of a listener's PROXY protocol, in [receiver] and [tls].
+_PROXY_KEYS = frozenset({"proxy-protocol", "trusted-proxies"})
 # [receiver] key -> (Settings field, value parser)
 _RECEIVER_KEYS: dict[str, tuple[str, Callable[[str], object]]] = {
     "aetitle": ("aetitle", _aetitle),
@@ -380,7 +382,7 @@ _RECEIVER_KEYS: dict[str, tuple[str, Callable[[str], object]]] = {
     "quarantine-size": ("quarantine_max_bytes", _positive_size),
 }
 # Keys that are not one Settings field each.
-_RECEIVER_ONLY = frozenset({"profile", "free-space-reserve", "default-policy"})
+_RECEIVER_ONLY = frozenset({"profile", "free-space-reserve", "default-policy"}) | _PROXY_KEYS
 # A CompletionRule's keys, in [completion], [peer NAME] and [profile NAME].
 _RULE_FIELDS: dict[str, tuple[str, Callable[[str], object]]] = {
     "expected-series": ("expected_series", _integer(1)),
@@ -598,6 +600,7 @@ _TLS_KEYS = frozenset(
         "ciphers",
         "dh-parameters",
     }
+    | _PROXY_KEYS
 )
 
 
@@ -638,6 +641,7 @@ def _tls(reader: _Reader, settings: Settings) -> Settings:
         ciphers=tuple(_items(values.get("ciphers", ""))),
         dh_parameters=path(values["dh-parameters"]) if values.get("dh-parameters") else None,
         peer_certificate=value("peer-certificate", _enum(PeerCertificate), PeerCertificate.REQUIRE),
+        proxy=_proxy(reader, "tls"),
     )
     port = value("port", _integer(1, 65535), settings.tls_port)
     return dataclasses.replace(settings, tls=tls_settings, tls_port=port)
@@ -655,16 +659,43 @@ def _named(reader: _Reader, section: str, kind: str) -> str:
     return name
 
 
-def _networks(reader: _Reader, section: str) -> tuple[Network, ...]:
+def _networks(reader: _Reader, section: str, key: str = "addresses") -> tuple[Network, ...]:
     networks = []
-    for item in _items(reader.parser[section].get("addresses", "")):
+    for item in _items(reader.parser[section].get(key, "")):
         try:
             networks.append(ipaddress.ip_network(item, strict=False))
         except ValueError:
             raise reader.error(
-                section, "addresses", f"addresses: not an IP address or CIDR range: '{item}'"
+                section, key, f"{key}: not an IP address or CIDR range: '{item}'"
             ) from None
     return tuple(networks)
+
+
+def _proxy(reader: _Reader, section: str) -> ProxyPolicy | None:
+    """proxy-protocol and trusted-proxies of the listener that `section` configures."""
+    values: Mapping[str, str] = reader.parser[section] if reader.parser.has_section(section) else {}
+    mode = values.get("proxy-protocol", "off")
+    if mode not in ("off", "required"):
+        raise reader.error(
+            section, "proxy-protocol", f"proxy-protocol: '{mode}' is not off or required"
+        )
+    trusted = _networks(reader, section, "trusted-proxies") if values else ()
+    if mode == "off":
+        if "trusted-proxies" in values:
+            raise reader.error(
+                section,
+                "trusted-proxies",
+                "trusted-proxies: only read with proxy-protocol = required",
+            )
+        return None
+    if not trusted:
+        raise reader.error(
+            section,
+            "proxy-protocol",
+            "proxy-protocol = required needs trusted-proxies (the balancers' addresses):"
+            " a header from anyone else would let any client claim any address",
+        )
+    return ProxyPolicy(trusted)
 
 
 def _peer(reader: _Reader, section: str, profiles: Mapping[str, Profile]) -> PeerRule:
@@ -929,6 +960,7 @@ def parse(text: str, path: str) -> Config:
                     f" {'default' if key == 'naming' else 'none'}",
                 )
     _check_quarantine(reader, settings)
+    settings = dataclasses.replace(settings, proxy=_proxy(reader, "receiver"))
     profiles = _profiles(reader)
     chosen = reader.parser.get("receiver", "profile", fallback=DEFAULT_PROFILE)
     if chosen in profiles:

@@ -27,6 +27,7 @@ from prometheus_client.registry import Collector
 
 from dcmrecvd.metrics.snapshot import (
     BUCKETS,
+    PROXY_ERRORS,
     REJECT_REASONS,
     STATUS_CLASSES,
     Histogram,
@@ -149,6 +150,20 @@ def families(snapshot: Snapshot, gauges: Gauges) -> Iterator[Metric]:
         "dcmrecvd_tls_handshake_failures",
         "TLS handshakes that failed.",
         snapshot.tls_handshake_failures,
+    )
+    yield _by_label(
+        CounterMetricFamily(
+            "dcmrecvd_proxy_header_errors",
+            "Connections closed for their PROXY protocol header, by reason.",
+            labels=["reason"],
+        ),
+        snapshot.proxy_header_errors,
+        PROXY_ERRORS,
+    )
+    yield _counter(
+        "dcmrecvd_proxy_health_checks",
+        "A balancer's health checks (PROXY v2 LOCAL) that asked for an association.",
+        snapshot.proxy_health_checks,
     )
     yield _counter(
         "dcmrecvd_worker_starts",

@@ -22,6 +22,11 @@ REJECT_REASONS = (
     "no-contexts",  # no acceptable presentation context
 )
 
+# Why a listener that requires the PROXY protocol closed a connection: a peer that is not
+# a trusted balancer, a header not complete in time, one the specification does not
+# allow, a connection closed (or reset) before its header ended.
+PROXY_ERRORS = ("untrusted", "timeout", "malformed", "closed")
+
 # C-STORE response statuses by class (PS3.4 B.2.3, and dcmrecvd's own).
 STATUS_CLASSES = (
     "success",  # 0000
@@ -120,6 +125,8 @@ class Snapshot:
     commit_seconds: Histogram = Histogram()
     fsync_seconds: Histogram = Histogram()
     tls_handshake_failures: int = 0
+    proxy_header_errors: Mapping[str, int] = field(default_factory=dict)  # by PROXY_ERRORS
+    proxy_health_checks: int = 0  # PROXY v2 LOCAL connections that asked for an association
     worker_starts: int = 0
     worker_deaths: int = 0  # ended without being asked to
     reloads: Mapping[str, int] = field(default_factory=dict)  # "success", "refused"

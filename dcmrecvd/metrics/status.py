@@ -15,7 +15,7 @@ from typing import Any
 
 from dcmrecvd import __version__
 from dcmrecvd.metrics.exposition import DELIVERY_STATES, RELOAD_RESULTS, Gauges
-from dcmrecvd.metrics.snapshot import REJECT_REASONS, STATUS_CLASSES, Snapshot
+from dcmrecvd.metrics.snapshot import PROXY_ERRORS, REJECT_REASONS, STATUS_CLASSES, Snapshot
 
 # The document's "format": another value is a daemon this command cannot read.
 FORMAT = 1
@@ -61,6 +61,10 @@ def document(snapshot: Snapshot, gauges: Gauges, *, now: float) -> Document:
             else _ordered(gauges.event_deliveries, DELIVERY_STATES, keep_zero=True)
         ),
         "tls_handshake_failures": snapshot.tls_handshake_failures,
+        "proxy": {
+            "health_checks": snapshot.proxy_health_checks,
+            "header_errors": _ordered(snapshot.proxy_header_errors, PROXY_ERRORS),
+        },
         "worker_starts": snapshot.worker_starts,
         "worker_deaths": snapshot.worker_deaths,
         "reloads": _ordered(snapshot.reloads, RELOAD_RESULTS, keep_zero=True),
@@ -87,6 +91,15 @@ def _ordered(
 
 
 # --- the text ----------------------------------------------------------------------------
+
+
+def _proxy(proxy: Mapping[str, Any]) -> str:
+    errors: Mapping[str, int] = proxy["header_errors"]
+    detail = ", ".join(f"{count} {reason}" for reason, count in errors.items())
+    return (
+        f"{proxy['health_checks']} health checks, {sum(errors.values())} connections refused"
+        + (f" ({detail})" if detail else "")
+    )
 
 
 def size(count: int) -> str:
@@ -198,6 +211,7 @@ def _header(status: Document) -> list[str]:
             f" {status['worker_deaths']} died unasked",
         ),
         ("TLS", f"{status['tls_handshake_failures']} failed handshakes"),
+        ("PROXY", _proxy(status["proxy"])),
     ]
     width = max(len(label) for label, _ in lines)
     return [f"{label.ljust(width)}  {text}" for label, text in lines]

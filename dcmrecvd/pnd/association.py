@@ -13,7 +13,7 @@ from pynetdicom.association import Association
 from pynetdicom.service_class import ServiceClass, StorageServiceClass
 from pynetdicom.sop_class import uid_to_service_class
 
-from dcmrecvd.pnd import dispatch, fastpath, pdulimit, quietlog, reactor, streaming
+from dcmrecvd.pnd import dispatch, fastpath, pdulimit, quietlog, reactor, server, streaming
 from dcmrecvd.profiles import Profile
 from dcmrecvd.sink import SinkFactory, StoreCommand
 
@@ -96,3 +96,9 @@ def over_tls(assoc: Association) -> bool:
     """Whether the association's connection is a TLS one."""
     # pynetdicom keeps the connection's socket in its DUL's AssociationSocket.
     return isinstance(assoc.dul.socket.socket, ssl.SSLSocket) if assoc.dul.socket else False
+
+
+def relay(assoc: Association) -> server.Relay | None:
+    """What the PROXY header of the association's connection said; None: not relayed."""
+    sock = assoc.dul.socket.socket if assoc.dul.socket else None
+    return server.relay_of(sock) if sock is not None else None

@@ -8,12 +8,16 @@ daemon closes its copy of a systemd socket but never shuts it down.
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import socket
 import socketserver
 import ssl
 import threading
+import time
+import weakref
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, Protocol, cast
 
 from pynetdicom import AE
@@ -21,6 +25,8 @@ from pynetdicom.association import Association
 from pynetdicom.events import EventHandlerType
 from pynetdicom.transport import ThreadedAssociationServer
 
+from dcmrecvd import proxyheader
+from dcmrecvd.config.access import ProxyPolicy
 from dcmrecvd.negotiation import pynetdicom_contexts
 from dcmrecvd.profiles import Profile
 from dcmrecvd.settings import Settings
@@ -34,6 +40,84 @@ LOG = logging.getLogger("dcmrecv")
 BACKLOG = socket.SOMAXCONN
 # How often an accept loop looks at its stop flag (socketserver's poll interval).
 POLL_INTERVAL = 0.2
+
+
+@dataclass(frozen=True)
+class Relay:
+    """A connection that a trusted balancer relayed, as its PROXY header said."""
+
+    proxy: str  # the balancer's address: the connection's own peer
+    # v2 LOCAL: the balancer's own connection, its health check; the association's
+    # address is then the balancer's. (A v1 UNKNOWN line, or a v2 PROXY without
+    # addresses, leaves the balancer's address too, but is served as any peer.)
+    check: bool
+
+
+# Relayed connections by their socket: an association's handlers find theirs through
+# the socket pynetdicom keeps (association.relay). Entries go with their sockets.
+_RELAYS: weakref.WeakKeyDictionary[socket.socket, Relay] = weakref.WeakKeyDictionary()
+_RELAYS_LOCK = threading.Lock()
+
+
+def relay_of(sock: socket.socket) -> Relay | None:
+    with _RELAYS_LOCK:
+        return _RELAYS.get(sock)
+
+
+class ProxyRefused(Exception):
+    """A connection's PROXY header is missing, late or wrong; `reason`: one of
+    metrics.snapshot.PROXY_ERRORS."""
+
+    def __init__(self, reason: str, text: str) -> None:
+        super().__init__(text)
+        self.reason = reason
+
+
+def read_proxy_header(sock: socket.socket, timeout: float) -> proxyheader.Header:
+    """Read exactly the PROXY header at the start of `sock`'s stream, within `timeout`
+    seconds; the bytes after it stay unread. Raises ProxyRefused."""
+    deadline = time.monotonic() + timeout
+    data = b""
+    try:
+        while True:
+            total = proxyheader.needed(data)
+            if total is not None and len(data) >= total:
+                return proxyheader.parse(data)
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError
+            sock.settimeout(left)
+            if total is not None:
+                chunk = sock.recv(total - len(data))
+            elif data[:1] == proxyheader.SIGNATURE_V2[:1]:
+                chunk = sock.recv(16 - len(data))  # v2's fixed part holds its length
+            else:
+                # A v1 line (or the start of anything): look ahead for its CRLF, take the
+                # line and nothing after it. What has no CRLF yet is all line.
+                ahead = sock.recv(proxyheader.MAX_V1 - len(data), socket.MSG_PEEK)
+                end = (data + ahead).find(b"\r\n")
+                chunk = sock.recv(end + 2 - len(data) if end >= 0 else len(ahead)) if ahead else b""
+            if not chunk:
+                raise ProxyRefused(
+                    "closed", f"the connection closed after {len(data)} bytes of its PROXY header"
+                )
+            data += chunk
+    except proxyheader.ProxyError as exc:
+        raise ProxyRefused("malformed", f"malformed PROXY header: {exc}") from None
+    except TimeoutError:
+        raise ProxyRefused(
+            "timeout", f"no complete PROXY header within {timeout:g} s ({len(data)} bytes)"
+        ) from None
+    except OSError as exc:
+        raise ProxyRefused("closed", f"the connection failed in its PROXY header: {exc}") from None
+
+
+def _address(text: str) -> str:
+    """An IPv4-mapped IPv6 address as the IPv4 address it carries, as rules write it."""
+    ip = ipaddress.ip_address(text)
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        return str(ip.ipv4_mapped)
+    return str(ip)
 
 
 class Listener:
@@ -93,11 +177,15 @@ class _SharedSocketServer(ThreadedAssociationServer):
         listen_socket: socket.socket,
         handshake_timeout: float,
         on_tls_failure: Callable[[], None],
+        proxy: ProxyPolicy | None,
+        on_proxy_refused: Callable[[str], None],
         **kwargs: Any,
     ) -> None:
         self._listen_socket = listen_socket
         self._handshake_timeout = handshake_timeout
         self._on_tls_failure = on_tls_failure
+        self._proxy = proxy
+        self._on_proxy_refused = on_proxy_refused
         # Connections accepted whose request thread has not yet ended: until it starts
         # the Association thread, active_associations does not list the connection.
         self.handing_over = 0
@@ -129,12 +217,29 @@ class _SharedSocketServer(ThreadedAssociationServer):
         """
 
     def get_request(self) -> tuple[socket.socket, Any]:
-        client, address = self._listen_socket.accept()
-        if self.ssl_context is not None:
-            client = self.ssl_context.wrap_socket(
-                client, server_side=True, do_handshake_on_connect=False
-            )
-        return client, address
+        # TLS is wrapped in the connection's own thread, after any PROXY header.
+        return self._listen_socket.accept()
+
+    def verify_request(self, request: Any, client_address: Any) -> bool:
+        """With the PROXY protocol required, only a trusted balancer may connect."""
+        if self._proxy is None or self._proxy.trusts(client_address[0]):
+            return True
+        self._refuse_proxy(
+            client_address,
+            ProxyRefused(
+                "untrusted", "not in trusted-proxies, and this listener requires the PROXY protocol"
+            ),
+        )
+        return False
+
+    def _refuse_proxy(self, client_address: Any, refused: ProxyRefused) -> None:
+        LOG.warning(
+            "Refusing connection from %s: %s",
+            client_address[0],
+            refused,
+            extra={"PEER_ADDR": client_address[0]},
+        )
+        self._on_proxy_refused(refused.reason)
 
     def process_request(self, request: Any, client_address: Any) -> None:
         self._count_handing_over(1)
@@ -155,7 +260,22 @@ class _SharedSocketServer(ThreadedAssociationServer):
             self._count_handing_over(-1)
 
     def _hand_over(self, request: Any, client_address: Any) -> None:
-        if isinstance(request, ssl.SSLSocket):
+        relay = None
+        if self._proxy is not None:
+            try:
+                header = read_proxy_header(request, self._proxy.header_timeout)
+            except ProxyRefused as refused:
+                self._refuse_proxy(client_address, refused)
+                self.shutdown_request(request)
+                return
+            request.settimeout(None)
+            relay = Relay(proxy=client_address[0], check=header.version == 2 and header.local)
+            if header.source is not None:
+                client_address = (_address(header.source[0]), header.source[1])
+        if self.ssl_context is not None:
+            request = self.ssl_context.wrap_socket(
+                request, server_side=True, do_handshake_on_connect=False
+            )
             request.settimeout(self._handshake_timeout)
             try:
                 request.do_handshake()
@@ -165,6 +285,9 @@ class _SharedSocketServer(ThreadedAssociationServer):
                 self.shutdown_request(request)
                 return
             request.settimeout(None)
+        if relay is not None:
+            with _RELAYS_LOCK:
+                _RELAYS[request] = relay
         super().process_request_thread(request, client_address)
 
 
@@ -184,13 +307,22 @@ class Served(Protocol):
         """A TLS handshake failed (before any association)."""
         ...
 
+    def proxy_refused(self, reason: str) -> None:
+        """A connection was closed for its PROXY header; `reason`: snapshot.PROXY_ERRORS."""
+        ...
+
 
 class Serving:
     """One receiver accepting associations on a Listener, in a background thread."""
 
     def __init__(
-        self, receiver: Served, listener: Listener, ssl_context: ssl.SSLContext | None = None
+        self,
+        receiver: Served,
+        listener: Listener,
+        ssl_context: ssl.SSLContext | None = None,
+        proxy: ProxyPolicy | None = None,
     ) -> None:
+        """`proxy`: the listener requires the PROXY protocol from these balancers."""
         self.receiver = receiver
         # make_server() is typed to return its default class; it made one of server_class.
         self.server = cast(
@@ -204,6 +336,8 @@ class Serving:
                 listen_socket=listener.socket,
                 handshake_timeout=float(receiver.settings.acse_timeout),
                 on_tls_failure=receiver.tls_failed,
+                proxy=proxy,
+                on_proxy_refused=receiver.proxy_refused,
             ),
         )
         # The receiver's EVT_REQUESTED handler gives each association its contexts, one

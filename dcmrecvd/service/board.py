@@ -38,6 +38,7 @@ _DIGEST = 16
 _PEERS = 64
 _NAME = 64
 _REASONS = len(snapshot.REJECT_REASONS)
+_PROXY_ERRORS = len(snapshot.PROXY_ERRORS)
 _STATUSES = len(snapshot.STATUS_CLASSES)
 _BINS = len(snapshot.BUCKETS) + 1
 # Associations the status shows at once, over all workers; more run, uncounted there.
@@ -57,6 +58,8 @@ class _Counts(ctypes.Structure):
         ("fsync", ctypes.c_int64 * _BINS),
         ("fsync_sum", ctypes.c_double),
         ("tls_failures", ctypes.c_int64),
+        ("proxy_errors", ctypes.c_int64 * _PROXY_ERRORS),
+        ("proxy_checks", ctypes.c_int64),
     ]
 
 
@@ -256,6 +259,10 @@ class Board:
                 tuple(int(c) for c in total.fsync), float(total.fsync_sum)
             ),
             tls_handshake_failures=int(total.tls_failures),
+            proxy_header_errors={
+                reason: int(total.proxy_errors[n]) for n, reason in enumerate(snapshot.PROXY_ERRORS)
+            },
+            proxy_health_checks=int(total.proxy_checks),
             worker_starts=int(data.worker_starts),
             worker_deaths=int(data.worker_deaths),
             reloads={
@@ -396,6 +403,9 @@ class LiveFields:
 
 def _add_counts(total: _Counts, more: _Counts) -> None:
     total.tls_failures += more.tls_failures
+    total.proxy_checks += more.proxy_checks
+    for n in range(_PROXY_ERRORS):
+        total.proxy_errors[n] += more.proxy_errors[n]
     total.commit_sum += more.commit_sum
     total.fsync_sum += more.fsync_sum
     for n in range(_REASONS):
@@ -509,6 +519,14 @@ class SharedStats(Stats):
     def tls_failure(self) -> None:
         with self._board.own_counts() as counts:
             counts.tls_failures += 1
+
+    def proxy_refused(self, reason: str) -> None:
+        with self._board.own_counts() as counts:
+            counts.proxy_errors[snapshot.PROXY_ERRORS.index(reason)] += 1
+
+    def proxy_check(self) -> None:
+        with self._board.own_counts() as counts:
+            counts.proxy_checks += 1
 
     def live(self, association: Identity) -> Live:
         index = self._board.open_live(

@@ -178,10 +178,17 @@ class _Worker:
         )
         tune_process()
         listeners = self.generation.listeners
-        servings = [Serving(receiver, listeners[self.generation.plain])]
+        settings = loaded.settings
+        servings = [Serving(receiver, listeners[self.generation.plain], proxy=settings.proxy)]
         if self.generation.context is not None:
+            assert settings.tls is not None  # the context was made from it
             servings.append(
-                Serving(receiver, listeners[self.generation.secure], self.generation.context)
+                Serving(
+                    receiver,
+                    listeners[self.generation.secure],
+                    self.generation.context,
+                    proxy=settings.tls.proxy,
+                )
             )
         self.board.set_accepting(True)
         _tell_parent()

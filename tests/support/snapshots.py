@@ -40,6 +40,8 @@ def busy() -> Snapshot:
         commit_seconds=histogram((2, 100), (5, 27), (len(BUCKETS), 3), total=40.5),
         fsync_seconds=histogram((0, 250), (3, 10), total=0.4),
         tls_handshake_failures=4,
+        proxy_header_errors={"untrusted": 2, "timeout": 0, "malformed": 1, "closed": 0},
+        proxy_health_checks=17,
         worker_starts=3,
         worker_deaths=1,
         reloads={"success": 2, "refused": 1},

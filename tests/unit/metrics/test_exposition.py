@@ -33,6 +33,8 @@ FAMILIES = [
     ("dcmrecvd_store_commit_seconds", "histogram"),
     ("dcmrecvd_fsync_seconds", "histogram"),
     ("dcmrecvd_tls_handshake_failures", "counter"),
+    ("dcmrecvd_proxy_header_errors", "counter"),
+    ("dcmrecvd_proxy_health_checks", "counter"),
     ("dcmrecvd_worker_starts", "counter"),
     ("dcmrecvd_worker_deaths", "counter"),
     ("dcmrecvd_workers", "gauge"),
@@ -127,6 +129,10 @@ def test_histogram_buckets_are_cumulative_and_end_with_inf() -> None:
 def test_an_empty_snapshot_has_zeroes_and_no_peers() -> None:
     found = parsed(Snapshot(), UNKNOWN)
     assert samples(found["dcmrecvd_cstore_responses"]) == {}
+    assert samples(found["dcmrecvd_proxy_header_errors"]) == {
+        ("dcmrecvd_proxy_header_errors_total", (("reason", reason),)): 0
+        for reason in ("untrusted", "timeout", "malformed", "closed")
+    }
     assert samples(found["dcmrecvd_reloads"]) == {
         ("dcmrecvd_reloads_total", (("result", "success"),)): 0,
         ("dcmrecvd_reloads_total", (("result", "refused"),)): 0,
@@ -172,6 +178,12 @@ def test_config_reloads_and_the_other_counters() -> None:
     assert samples(found["dcmrecvd_config_info"]) == {
         ("dcmrecvd_config_info", (("sha256", snapshots.SHA256),)): 1
     }
+    assert samples(found["dcmrecvd_proxy_header_errors"]) == {
+        ("dcmrecvd_proxy_header_errors_total", (("reason", "untrusted"),)): 2,
+        ("dcmrecvd_proxy_header_errors_total", (("reason", "timeout"),)): 0,
+        ("dcmrecvd_proxy_header_errors_total", (("reason", "malformed"),)): 1,
+        ("dcmrecvd_proxy_header_errors_total", (("reason", "closed"),)): 0,
+    }
     assert samples(found["dcmrecvd_reloads"]) == {
         ("dcmrecvd_reloads_total", (("result", "success"),)): 2,
         ("dcmrecvd_reloads_total", (("result", "refused"),)): 1,
@@ -185,6 +197,7 @@ def test_config_reloads_and_the_other_counters() -> None:
             "dcmrecvd_associations_accepted",
             "dcmrecvd_associations_active",
             "dcmrecvd_tls_handshake_failures",
+            "dcmrecvd_proxy_health_checks",
             "dcmrecvd_worker_starts",
             "dcmrecvd_worker_deaths",
         )
@@ -193,6 +206,7 @@ def test_config_reloads_and_the_other_counters() -> None:
         "dcmrecvd_associations_accepted": 42,
         "dcmrecvd_associations_active": 2,
         "dcmrecvd_tls_handshake_failures": 4,
+        "dcmrecvd_proxy_health_checks": 17,
         "dcmrecvd_worker_starts": 3,
         "dcmrecvd_worker_deaths": 1,
     }

@@ -67,6 +67,10 @@ def test_document_of_a_busy_daemon() -> None:
     assert document["last_reload_success"] == snapshots.NOW - 3600
     assert (document["worker_starts"], document["worker_deaths"]) == (3, 1)
     assert document["tls_handshake_failures"] == 4
+    assert document["proxy"] == {
+        "health_checks": 17,
+        "header_errors": {"untrusted": 2, "malformed": 1},
+    }
 
 
 def test_document_lists_workers_and_live_associations() -> None:
@@ -109,6 +113,7 @@ def test_render_a_busy_daemon() -> None:
         "Reloads       2 succeeded, 1 refused; last success 2026-12-01 09:00:00\n"
         "Workers       2 running, 3 started, 1 died unasked\n"
         "TLS           4 failed handshakes\n"
+        "PROXY         17 health checks, 3 connections refused (2 untrusted, 1 malformed)\n"
         "\n"
         "Workers:\n"
         "   PID  ACTIVE  ACCEPTING   BEAT  ASSOCIATIONS  INSTANCES    BYTES\n"
@@ -138,6 +143,7 @@ def test_render_a_fresh_daemon() -> None:
         "Reloads       0 succeeded, 0 refused\n"
         "Workers       0 running, 0 started, 0 died unasked\n"
         "TLS           0 failed handshakes\n"
+        "PROXY         0 health checks, 0 connections refused\n"
         "\n"
         "Workers: none\n"
         "\n"
