@@ -20,7 +20,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pynetdicom import AE
 
-from dcmrecvd.config.access import AccessPolicy, PeerRule, ProxyPolicy
+from dcmrecvd.config.access import AccessPolicy, Network, PeerRule, ProxyPolicy
 from dcmrecvd.logfields import AssociationFields
 from dcmrecvd.pnd.server import Listener, Serving
 from dcmrecvd.profiles import all_storage_profile
@@ -90,7 +90,7 @@ class Node:
 def node(
     tmp_path: Path,
     *,
-    trusted: tuple[ipaddress.IPv4Network, ...] = TRUSTED,
+    trusted: tuple[Network, ...] = TRUSTED,
     context: ssl.SSLContext | None = None,
 ) -> Iterator[Node]:
     port = free_port()
@@ -121,7 +121,7 @@ def echo(port: int, tls: ssl.SSLContext | None = None) -> int | None:
     ae = AE(ae_title="MODALITY")
     ae.acse_timeout = ae.network_timeout = 10
     ae.add_requested_context(VERIFICATION)
-    assoc = ae.associate(LOCALHOST, port, tls_args=(tls, None) if tls else None)
+    assoc = ae.associate(LOCALHOST, port, tls_args=(tls, "") if tls else None)
     if not assoc.is_established:
         return None
     status = assoc.send_c_echo()
