@@ -121,7 +121,7 @@ def echo(port: int, tls: ssl.SSLContext | None = None) -> int | None:
     ae = AE(ae_title="MODALITY")
     ae.acse_timeout = ae.network_timeout = 10
     ae.add_requested_context(VERIFICATION)
-    assoc = ae.associate(LOCALHOST, port, tls_args=(tls, "") if tls else None)
+    assoc = ae.associate(LOCALHOST, port, tls_args=(tls, "dcmrecvd-test") if tls else None)
     if not assoc.is_established:
         return None
     status = assoc.send_c_echo()
