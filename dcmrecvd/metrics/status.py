@@ -96,9 +96,8 @@ def _ordered(
 def _proxy(proxy: Mapping[str, Any]) -> str:
     errors: Mapping[str, int] = proxy["header_errors"]
     detail = ", ".join(f"{count} {reason}" for reason, count in errors.items())
-    return (
-        f"{proxy['health_checks']} health checks, {sum(errors.values())} connections refused"
-        + (f" ({detail})" if detail else "")
+    return f"{proxy['health_checks']} health checks, {sum(errors.values())} connections refused" + (
+        f" ({detail})" if detail else ""
     )
 
 
