@@ -19,7 +19,7 @@ from pathlib import Path
 
 from pydicom.dataset import Dataset
 
-from dcmrecvd import eventrecords, logfields, pathtemplate
+from dcmrecvd import eventrecords, logfields, nodename, pathtemplate
 from dcmrecvd.settings import EventKind, EventSettings, NamingScheme, Settings, StorageMode
 from dcmrecvd.sink import Discarding, Sink, StoreCommand
 from dcmrecvd.stats import Stats
@@ -55,15 +55,23 @@ def check_output_directory(directory: str) -> str | None:
     return None
 
 
-def sweep_spool(output_dir: str) -> None:
-    """Remove the temporary files that a killed receiver left in the spool directory."""
-    spool = storage.spool_directory(output_dir)
-    removed = storage.sweep(spool)
+def spool(settings: Settings) -> storage.Spool:
+    """The spool of `settings`' output directory, as this node uses it."""
+    return storage.Spool(
+        storage.spool_directory(settings.output_dir), nodename.resolve(settings.node_name)
+    )
+
+
+def sweep_spool(settings: Settings) -> None:
+    """Remove the temporary files that a killed receiver of this node left in the spool
+    directory."""
+    own = spool(settings)
+    removed = storage.sweep(own)
     if removed:
         LOG.warning(
             "removed %d temporary file(s) of an interrupted receiver from %s",
             len(removed),
-            spool,
+            own.directory,
         )
 
 
@@ -168,7 +176,7 @@ class ObjectStore:
         self.settings = settings
         self.stats = stats
         self.namer = naming.FileNamer(settings.naming, settings.extension, int(time.time()))
-        self.spool = storage.spool_directory(settings.output_dir)
+        self.spool = spool(settings)
         self.reserve = Reserve(
             settings.free_space_reserve_bytes, settings.free_space_reserve_percent
         )

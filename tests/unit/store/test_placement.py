@@ -15,7 +15,7 @@ NAME = "CT.1.2.3"
 
 
 def temp_with(spool: Path, data: bytes) -> storage.TempFile:
-    temp = storage.TempFile(spool)
+    temp = storage.TempFile(storage.Spool(spool, "node"))
     temp.write(data)
     return temp
 

@@ -16,7 +16,7 @@ SHM = Path("/dev/shm")
 
 
 def temp_file(spool: Path, data: bytes) -> storage.TempFile:
-    temp = storage.TempFile(spool)
+    temp = storage.TempFile(storage.Spool(spool, "node"))
     temp.write(data)
     return temp
 
