@@ -181,7 +181,9 @@ class ObjectStore:
             settings.free_space_reserve_bytes, settings.free_space_reserve_percent
         )
         self.quarantine = (
-            quarantine.Quarantine(Path(settings.quarantine_dir), settings.quarantine_max_bytes)
+            quarantine.Quarantine(
+                Path(settings.quarantine_dir), settings.quarantine_max_bytes, self.spool.node
+            )
             if settings.quarantine_dir is not None
             else None
         )
