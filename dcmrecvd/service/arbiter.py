@@ -167,6 +167,7 @@ class Service:
         self.board.configured(config_sha256(self.loaded.path))
         # Only at start: later, the temporary files in the spool are the workers', in use.
         objectstore.sweep_spool(self.loaded.settings)
+        objectstore.warn_if_index_on_nfs(self.loaded.settings)
         try:
             objectstore.reconcile_index(self.loaded.settings)
         except index.IndexFailure as exc:

@@ -23,7 +23,16 @@ from dcmrecvd import eventrecords, logfields, nodename, pathtemplate
 from dcmrecvd.settings import EventKind, EventSettings, NamingScheme, Settings, StorageMode
 from dcmrecvd.sink import Discarding, Sink, StoreCommand
 from dcmrecvd.stats import Stats
-from dcmrecvd.store import header, incoming, index, naming, placement, quarantine, storage
+from dcmrecvd.store import (
+    header,
+    incoming,
+    index,
+    mounts,
+    naming,
+    placement,
+    quarantine,
+    storage,
+)
 from dcmrecvd.store.freespace import Reserve
 
 LOG = logging.getLogger("dcmrecv")
@@ -88,6 +97,21 @@ def _not_objects(settings: Settings) -> Callable[[Path], bool]:
         or path.name.startswith(name)
         or (events is not None and Path(os.path.abspath(path)) == events)
     )
+
+
+def warn_if_index_on_nfs(settings: Settings) -> None:
+    """Warn when the index is on NFS, where SQLite's locking is not safe: nodes sharing
+    an output directory on NFS keep each its own index on its own disk."""
+    if settings.index_path is None:
+        return
+    kind = mounts.filesystem_type_of(Path(settings.index_path))
+    if kind in mounts.NFS_TYPES:
+        LOG.warning(
+            "index %s is on an NFS file system (%s), where SQLite's locking is not safe:"
+            " put the index on this node's local disk",
+            settings.index_path,
+            kind,
+        )
 
 
 def reconcile_index(settings: Settings) -> None:
