@@ -65,8 +65,8 @@ def place(
     """Commit `temp` under a name from `next_name` (called again only by unique schemes).
 
     `next_name` raises naming.NamingError; a failed commit, or keep-first's fsync of the
-    kept file's directory, raises PlacementError. The
-    temporary file is gone afterwards unless NamingError was raised (caller discards).
+    kept file's directory, raises PlacementError. The temporary file is gone afterwards
+    unless NamingError was raised (caller discards).
     """
     for _ in range(naming.MAX_TRIES if unique else 1):
         path = join(directory, next_name())
