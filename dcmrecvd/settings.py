@@ -207,6 +207,9 @@ class Settings:
     profile_name: str | None = None
     context_list_limit: int | None = DCMTK_CONTEXT_LIST_LIMIT
     output_dir: str = "."
+    # dcmrecvd: this node's name in its temporary and quarantine file names, which tells
+    # apart nodes sharing the output directory (nodename.py); None: the host name.
+    node_name: str | None = None
     subdir: SubdirMode = SubdirMode.NONE
     naming: NamingScheme = NamingScheme.DEFAULT
     # dcmrecvd: the path under output_dir made from the dataset's elements, instead of

@@ -103,7 +103,7 @@ def run(settings: Settings) -> int:
         )
         return EXIT_CANNOT_START_SCP_AND_LISTEN
     receiver = Receiver(settings, profile)
-    objectstore.sweep_spool(settings.output_dir)
+    objectstore.sweep_spool(settings)
     tune_process()
     serving = server.Serving(receiver, listener, ssl_context)
     try:

@@ -29,7 +29,7 @@ from typing import Any, TypeVar
 import pydicom.uid
 import pynetdicom.sop_class
 
-from dcmrecvd import hookcommand, pathtemplate
+from dcmrecvd import hookcommand, nodename, pathtemplate
 from dcmrecvd.config import asconfig
 from dcmrecvd.config.access import AccessPolicy, Network, PeerRule, ProxyPolicy
 from dcmrecvd.config.uidnames import is_uid, resolve_dcmtk
@@ -362,6 +362,7 @@ _RECEIVER_KEYS: dict[str, tuple[str, Callable[[str], object]]] = {
     "port": ("port", _integer(1, 65535)),
     "bind-address": ("bind_address", _text),
     "output-directory": ("output_dir", _text),
+    "node-name": ("node_name", nodename.check),
     "subdirectories": ("subdir", _enum(SubdirMode)),
     "naming": ("naming", _enum(NamingScheme)),
     "path-template": ("path_template", _path_template),

@@ -76,6 +76,14 @@ def manifest_name(delivery: Delivery) -> str:
     return f"{delivery.seq:012d}.{delivery.kind}.{delivery.id}.json"
 
 
+def hook_copy_name(delivery: Delivery) -> str:
+    """The name of a hook's copy of the manifest under hooks/. The sequence is the index's,
+    and nodes sharing the events directory have an index each: the event's id keeps their
+    copies apart."""
+    hook = delivery.target.removeprefix(eventrecords.HOOK_TARGET_PREFIX)
+    return f"{delivery.seq:012d}.{hook}.{delivery.id}.json"
+
+
 def _write(path: Path, text: str) -> None:
     """`text` into `path` whole or not at all: a temporary name, then rename. Not
     fsynced: what it writes is written again whenever it is needed again."""
@@ -196,7 +204,7 @@ class Deliverer:
         return next((hook for hook in self.settings.hooks if hook.name == name), None)
 
     def _copy_path(self, delivery: Delivery) -> Path:
-        return self.directory / "hooks" / f"{delivery.seq:012d}.{self._hook_name(delivery)}.json"
+        return self.directory / "hooks" / hook_copy_name(delivery)
 
     def _start_hook(self, delivery: Delivery) -> bool:
         """Start the hook of `delivery`; whether it runs now."""

@@ -109,7 +109,7 @@ class Service:
         self.current: dict[int, int] = {}
         self.retired: dict[int, int] = {}
         self._started: dict[int, float] = {}
-        self._spools: dict[int, Path] = {}
+        self._spools: dict[int, storage.Spool] = {}
         self._restart_at = 0.0
         # The events process (completion, manifests, hooks) and the observer (metrics,
         # status), each when the configuration wants it.
@@ -142,7 +142,7 @@ class Service:
         pid, slot = workers.spawn(self.board, generation)
         self.board.worker_started()
         self._started[pid] = time.monotonic()
-        self._spools[pid] = storage.spool_directory(self.loaded.settings.output_dir)
+        self._spools[pid] = objectstore.spool(self.loaded.settings)
         return pid, slot
 
     def _start_sidecars(self) -> None:
@@ -166,7 +166,8 @@ class Service:
             signal.signal(handled, self._on_signal)
         self.board.configured(config_sha256(self.loaded.path))
         # Only at start: later, the temporary files in the spool are the workers', in use.
-        objectstore.sweep_spool(self.loaded.settings.output_dir)
+        objectstore.sweep_spool(self.loaded.settings)
+        objectstore.warn_if_index_on_nfs(self.loaded.settings)
         try:
             objectstore.reconcile_index(self.loaded.settings)
         except index.IndexFailure as exc:

@@ -24,7 +24,6 @@ import logging
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 from dcmrecvd.sink import StoreCommand
 from dcmrecvd.store import filemeta, header, storage, validation
@@ -94,7 +93,7 @@ class IncomingObject:
         command: StoreCommand,
         *,
         bit_preserving: bool,
-        spool: Path,
+        spool: storage.Spool,
         reserve: Reserve,
         space_directory: str,
         check_sop_uids: bool = False,

@@ -19,11 +19,20 @@ from pathlib import Path
 
 from pydicom.dataset import Dataset
 
-from dcmrecvd import eventrecords, logfields, pathtemplate
+from dcmrecvd import eventrecords, logfields, nodename, pathtemplate
 from dcmrecvd.settings import EventKind, EventSettings, NamingScheme, Settings, StorageMode
 from dcmrecvd.sink import Discarding, Sink, StoreCommand
 from dcmrecvd.stats import Stats
-from dcmrecvd.store import header, incoming, index, naming, placement, quarantine, storage
+from dcmrecvd.store import (
+    header,
+    incoming,
+    index,
+    mounts,
+    naming,
+    placement,
+    quarantine,
+    storage,
+)
 from dcmrecvd.store.freespace import Reserve
 
 LOG = logging.getLogger("dcmrecv")
@@ -55,15 +64,23 @@ def check_output_directory(directory: str) -> str | None:
     return None
 
 
-def sweep_spool(output_dir: str) -> None:
-    """Remove the temporary files that a killed receiver left in the spool directory."""
-    spool = storage.spool_directory(output_dir)
-    removed = storage.sweep(spool)
+def spool(settings: Settings) -> storage.Spool:
+    """The spool of `settings`' output directory, as this node uses it."""
+    return storage.Spool(
+        storage.spool_directory(settings.output_dir), nodename.resolve(settings.node_name)
+    )
+
+
+def sweep_spool(settings: Settings) -> None:
+    """Remove the temporary files that a killed receiver of this node left in the spool
+    directory."""
+    own = spool(settings)
+    removed = storage.sweep(own)
     if removed:
         LOG.warning(
             "removed %d temporary file(s) of an interrupted receiver from %s",
             len(removed),
-            spool,
+            own.directory,
         )
 
 
@@ -80,6 +97,21 @@ def _not_objects(settings: Settings) -> Callable[[Path], bool]:
         or path.name.startswith(name)
         or (events is not None and Path(os.path.abspath(path)) == events)
     )
+
+
+def warn_if_index_on_nfs(settings: Settings) -> None:
+    """Warn when the index is on NFS, where SQLite's locking is not safe: nodes sharing
+    an output directory on NFS keep each its own index on its own disk."""
+    if settings.index_path is None:
+        return
+    kind = mounts.filesystem_type_of(Path(settings.index_path))
+    if kind in mounts.NFS_TYPES:
+        LOG.warning(
+            "index %s is on an NFS file system (%s), where SQLite's locking is not safe:"
+            " put the index on this node's local disk",
+            settings.index_path,
+            kind,
+        )
 
 
 def reconcile_index(settings: Settings) -> None:
@@ -168,12 +200,14 @@ class ObjectStore:
         self.settings = settings
         self.stats = stats
         self.namer = naming.FileNamer(settings.naming, settings.extension, int(time.time()))
-        self.spool = storage.spool_directory(settings.output_dir)
+        self.spool = spool(settings)
         self.reserve = Reserve(
             settings.free_space_reserve_bytes, settings.free_space_reserve_percent
         )
         self.quarantine = (
-            quarantine.Quarantine(Path(settings.quarantine_dir), settings.quarantine_max_bytes)
+            quarantine.Quarantine(
+                Path(settings.quarantine_dir), settings.quarantine_max_bytes, self.spool.node
+            )
             if settings.quarantine_dir is not None
             else None
         )

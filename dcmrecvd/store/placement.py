@@ -64,8 +64,9 @@ def place(
 ) -> Placed:
     """Commit `temp` under a name from `next_name` (called again only by unique schemes).
 
-    `next_name` raises naming.NamingError; a failed commit raises PlacementError. The
-    temporary file is gone afterwards unless NamingError was raised (caller discards).
+    `next_name` raises naming.NamingError; a failed commit, or keep-first's fsync of the
+    kept file's directory, raises PlacementError. The temporary file is gone afterwards
+    unless NamingError was raised (caller discards).
     """
     for _ in range(naming.MAX_TRIES if unique else 1):
         path = join(directory, next_name())
@@ -87,8 +88,16 @@ def place(
                     return Placed(Outcome.STORED_AS_VARIANT, other, clash=path)
             break
         temp.discard()
-        kept = Outcome.KEPT_EXISTING if policy is DuplicatePolicy.KEEP_FIRST else Outcome.REJECTED
-        return Placed(kept, path)
+        if policy is DuplicatePolicy.REJECT:
+            return Placed(Outcome.REJECTED, path)
+        if durable:
+            # Its Success speaks for the file there, which another receiver (another node,
+            # on shared storage) may have linked and not yet made durable in the directory.
+            try:
+                storage.fsync_directory(Path(path).parent)
+            except OSError as exc:
+                raise PlacementError(path, exc) from exc
+        return Placed(Outcome.KEPT_EXISTING, path)
     temp.discard()
     raise naming.NamingError(naming.COULD_NOT_GENERATE_FILENAME)
 

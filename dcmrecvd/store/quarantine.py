@@ -4,8 +4,9 @@ A refused object (a malformed dataset, SOP UIDs that differ from the request's) 
 answered with a failure status whatever happens here; keeping its bytes only helps an
 administrator find out what the sender sent. Each kept object is a Part 10 file as it
 would have been stored (meta header and the received dataset), named
-`<UTC time>-<random>.dcm`, with `<same>.txt` beside it giving the reason and the
-request's UIDs. When the directory would grow past its limit, the oldest pairs go
+`<UTC time>-<random>@<node>.dcm`, with `<same>.txt` beside it giving the reason and the
+request's UIDs; the node name (nodename.py) keeps apart the files of nodes sharing the
+directory. When the directory would grow past its limit, the oldest pairs go
 first; an object larger than the whole limit is not kept. The directory is never under
 the output directory (config/inifile.py checks), so nothing here is ever taken for a stored
 object.
@@ -32,14 +33,17 @@ SUFFIX = ".dcm"
 NOTE_SUFFIX = ".txt"
 LOCK_NAME = ".lock"
 _PARTIAL_PREFIX = ".partial-"
+# Never in a node name: what follows the last one in a file name is the node's.
+_NODE_SEPARATOR = "@"
 
 
 class Quarantine:
     """One quarantine directory shared by every thread and worker process."""
 
-    def __init__(self, directory: Path, max_bytes: int) -> None:
+    def __init__(self, directory: Path, max_bytes: int, node: str) -> None:
         self.directory = directory
         self.max_bytes = max_bytes
+        self.node = node
         # flock() excludes other processes; this lock the threads of this one, which
         # share the lock file's open description.
         self._lock = threading.Lock()
@@ -54,7 +58,10 @@ class Quarantine:
                 self.max_bytes,
             )
             return None
-        stem = f"{datetime.now(UTC):%Y%m%dT%H%M%S.%fZ}-{secrets.token_hex(4)}"
+        stem = (
+            f"{datetime.now(UTC):%Y%m%dT%H%M%S.%fZ}-{secrets.token_hex(4)}"
+            f"{_NODE_SEPARATOR}{self.node}"
+        )
         target = self.directory / f"{stem}{SUFFIX}"
         try:
             self.directory.mkdir(parents=True, exist_ok=True)
@@ -75,9 +82,12 @@ class Quarantine:
         total = 0
         for entry in os.scandir(self.directory):
             if entry.name.startswith(_PARTIAL_PREFIX):
-                # Left by a copy that died: copies run only under the lock held now.
-                with suppress(FileNotFoundError):
-                    os.unlink(entry.path)
+                # This node's was left by a copy that died: copies run only under the lock
+                # held now. Another node's may be in progress: its lock may not be seen
+                # here (NFS without lock service).
+                if written_by(entry.name, self.node):
+                    with suppress(FileNotFoundError):
+                        os.unlink(entry.path)
                 continue
             if entry.name.startswith(".") or not entry.is_file(follow_symlinks=False):
                 continue
@@ -92,6 +102,13 @@ class Quarantine:
                 with suppress(FileNotFoundError):
                     (self.directory / name).unlink()
                 total -= length
+
+
+def written_by(name: str, node: str) -> bool:
+    """Whether the file `name` was written by `node`, or by a version that named no
+    node (which never shared a quarantine)."""
+    _, separator, after = name.rpartition(_NODE_SEPARATOR)
+    return not separator or after == f"{node}{SUFFIX}"
 
 
 class _locked:

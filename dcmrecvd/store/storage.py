@@ -3,10 +3,11 @@
 A received object streams into a temporary file in the spool directory
 `<output directory>/.dcmrecvd-spool/` and appears under its final name only once it
 is complete and on disk; every failure leaves neither a partial final file nor the
-temporary file. Each temporary file is flock()ed by the process writing it, so
-`sweep` removes exactly the files of processes that died (the kernel drops the lock),
-never those of a live receiver sharing the output directory. docs/storage.md has the
-whole scheme.
+temporary file. A temporary file's name carries the node and the process that write it,
+and the file is flock()ed by that process, so `sweep` removes exactly the files of this
+node's processes that died (the kernel drops the lock), never those of a live receiver,
+nor any of another node sharing the output directory, whose locks this node may not see
+(NFS without lock service). docs/storage.md and docs/scale-out.md have the whole scheme.
 """
 
 from __future__ import annotations
@@ -15,10 +16,12 @@ import ctypes
 import errno
 import fcntl
 import os
+import re
 import secrets
 import time
 from collections.abc import Callable
 from contextlib import suppress
+from dataclasses import dataclass
 from pathlib import Path
 from stat import S_ISDIR
 
@@ -27,6 +30,13 @@ from dcmrecvd.store.directio import DirectWriter
 SPOOL_DIRECTORY = ".dcmrecvd-spool"
 TEMP_PREFIX = ".dcmrecvd-"
 TEMP_SUFFIX = ".tmp"
+# "<prefix><node>.<pid>.<16 hex digits><suffix>"; before node names (no sharing then),
+# "<prefix><16 hex digits><suffix>". Node names may hold dots: the fields after the node
+# are found from the end.
+_TEMP_NAME = re.compile(
+    rf"{re.escape(TEMP_PREFIX)}(?:(?P<node>.+)\.[0-9]+\.)?[0-9a-f]{{16}}"
+    rf"{re.escape(TEMP_SUFFIX)}"
+)
 
 # The fsync in commit serialises the disk write-back of the whole object after the
 # transfer (about 0.5 s per GiB, on top of the receive). Past DIRECT_FROM bytes the
@@ -68,6 +78,36 @@ def reason(exc: OSError) -> str:
 def spool_directory(output_dir: str) -> Path:
     """Where the temporary files of objects stored under `output_dir` are written."""
     return Path(output_dir or ".") / SPOOL_DIRECTORY
+
+
+@dataclass(frozen=True)
+class Spool:
+    """A spool directory as one node uses it: where its temporary files go, and the node
+    name (nodename.py) they carry."""
+
+    directory: Path
+    node: str
+
+
+def temp_name(node: str, pid: int, token: str) -> str:
+    """The name of a temporary file of process `pid` on `node`; `token` makes it unique."""
+    return f"{TEMP_PREFIX}{node}.{pid}.{token}{TEMP_SUFFIX}"
+
+
+def temp_node(name: str) -> str | None:
+    """The node whose temporary file `name` is; "" for the format before node names, and
+    None when `name` is not a temporary file's."""
+    match = _TEMP_NAME.fullmatch(name)
+    if match is None:
+        return None
+    return match["node"] or ""
+
+
+def sweepable(name: str, node: str) -> bool:
+    """Whether the sweep of `node` may take the file `name` (once no process holds it):
+    its own temporary files, and those of versions that named no node (they never shared
+    a spool). Another node's never: its lock may not be visible here."""
+    return temp_node(name) in ("", node)
 
 
 # Directories made durable by this process, by path: the (st_dev, st_ino) they had then,
@@ -164,7 +204,7 @@ def start_writeback(fd: int, offset: int, length: int) -> None:
 _CREATE_ATTEMPTS = 3
 
 
-def _create(spool: Path) -> tuple[Path, int]:
+def _create(spool: Spool) -> tuple[Path, int]:
     """A new temporary file in `spool`, flock()ed, still under its name.
 
     Between the open and the flock another process's `sweep` sees an unlocked file: it
@@ -173,7 +213,7 @@ def _create(spool: Path) -> tuple[Path, int]:
     still ours under its name after the flock stays ours; otherwise try a new name.
     """
     for attempt in range(_CREATE_ATTEMPTS):
-        path = spool / f"{TEMP_PREFIX}{secrets.token_hex(8)}{TEMP_SUFFIX}"
+        path = spool.directory / temp_name(spool.node, os.getpid(), secrets.token_hex(8))
         # Readable too: directio reads back the last partial block it takes over.
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
         try:
@@ -194,11 +234,11 @@ class TempFile:
     Raises OSError on every failed system call; the caller decides the status.
     """
 
-    def __init__(self, spool: Path) -> None:
+    def __init__(self, spool: Spool) -> None:
         try:
             self.path, self._fd = _create(spool)
         except FileNotFoundError:
-            make_directory(spool)
+            make_directory(spool.directory)
             self.path, self._fd = _create(spool)
         self._open = True
         self._committed = False
@@ -251,14 +291,23 @@ class TempFile:
             os.fsync(self._fd)
         self.fsync_seconds += time.monotonic() - started
         if replace:
-            os.replace(self.path, final)
+            try:
+                os.replace(self.path, final)
+            except FileNotFoundError:
+                # NFS: a retransmitted RENAME whose first transmission did it finds no
+                # source; the name has our file then.
+                if not self._is(final):
+                    raise
         else:
             # link() claims the name atomically: concurrent writers never replace
             # each other, and the first object stays.
             try:
                 os.link(self.path, final)
             except FileExistsError as exc:
-                raise NameTaken(str(final)) from exc
+                # NFS: LINK is not idempotent, and a retransmitted one that the first
+                # transmission did answers EEXIST; the name has our file then.
+                if not self._is(final):
+                    raise NameTaken(str(final)) from exc
             # The object is in place; a temporary name left over is swept at next start.
             with suppress(OSError):
                 os.unlink(self.path)
@@ -268,6 +317,13 @@ class TempFile:
             started = time.monotonic()
             fsync_directory(final.parent)
             self.fsync_seconds += time.monotonic() - started
+
+    def _is(self, path: Path) -> bool:
+        """Whether `path` names this temporary file's inode."""
+        try:
+            return os.path.samestat(os.lstat(path), os.fstat(self._fd))
+        except OSError:
+            return False
 
     def discard(self) -> None:
         """Remove the temporary file unless it was committed; never raises."""
@@ -287,15 +343,16 @@ class TempFile:
                 os.close(self._fd)
 
 
-def sweep(spool: Path) -> list[Path]:
-    """Remove the temporary files that no live process holds (left by a killed one)."""
+def sweep(spool: Spool) -> list[Path]:
+    """Remove the node's temporary files that no live process holds (left by a killed
+    one); those of other nodes stay, whatever their locks."""
     removed: list[Path] = []
     try:
-        entries = list(spool.iterdir())
+        entries = list(spool.directory.iterdir())
     except FileNotFoundError:
         return removed
     for path in entries:
-        if not (path.name.startswith(TEMP_PREFIX) and path.name.endswith(TEMP_SUFFIX)):
+        if not sweepable(path.name, spool.node):
             continue
         try:
             fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)

@@ -60,7 +60,7 @@ def test_every_event_the_policy_needs_is_wired(profile: Profile) -> None:
 def test_the_store_follows_the_settings(profile: Profile, out: Path) -> None:
     settings = Settings(output_dir=str(out), free_space_reserve_bytes=10)
     store = Receiver(settings, profile).store
-    assert store.spool == out / storage.SPOOL_DIRECTORY
+    assert store.spool.directory == out / storage.SPOOL_DIRECTORY
     assert store.reserve == Reserve(bytes=10)
     assert store.quarantine is None
 

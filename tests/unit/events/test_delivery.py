@@ -241,8 +241,18 @@ def messages(caplog: pytest.LogCaptureFixture, level: int) -> list[str]:
     ]
 
 
-def copy_path(directory: Path, seq: int, hook: str) -> Path:
-    return directory / "hooks" / f"{seq:012d}.{hook}.json"
+def copy_path(directory: Path, seq: int, hook: str, event_id: str) -> Path:
+    return directory / "hooks" / f"{seq:012d}.{hook}.{event_id}.json"
+
+
+def test_hook_copies_of_two_nodes_events_with_one_sequence_number_differ() -> None:
+    """Nodes sharing an events directory each number their events in their own index."""
+    ours, theirs = (
+        delivery.Delivery(7, "hook:notify", 0, event_id, "series-complete", STUDY, "1.2", "{}")
+        for event_id in ("ev-a", "ev-b")
+    )
+    assert delivery.hook_copy_name(ours) == "000000000007.notify.ev-a.json"
+    assert delivery.hook_copy_name(theirs) == "000000000007.notify.ev-b.json"
 
 
 def test_a_manifest_lands_whole_in_new_and_is_rewritten_under_the_same_name(
@@ -321,7 +331,7 @@ def test_a_hook_gets_its_own_copy_its_placeholders_and_a_clean_environment(
 
     assert row(listing, seq, "hook:ok") == Row("done", 1, clock.now, "exited with status 0")
     assert row(listing, seq, "manifest").state == "done"
-    copy = copy_path(directory, seq, "ok")
+    copy = copy_path(directory, seq, "ok", "ev-1")
     seen = json.loads((hook_dir / "ev-1.json").read_text())
     assert seen["argv"] == [f"--study={STUDY}", str(copy), "ev-1"]
     assert seen["env"] == {
@@ -396,7 +406,7 @@ def test_a_failing_hook_is_retried_with_doubling_backoff_then_given_up(
         assert runner.running == frozenset()
     assert len(lines(runs)) == 3
     assert row(listing, seq, "hook:flaky").state == "failed"
-    assert not copy_path(directory, seq, "flaky").exists()
+    assert not copy_path(directory, seq, "flaky", "ev-1").exists()
     errors = messages(caplogged, logging.ERROR)
     assert len(errors) == 1
     assert "hook flaky failed" in errors[0] and "not tried again" in errors[0]
@@ -471,7 +481,7 @@ def test_a_dropped_delivery_leaves_no_manifest_copy_behind(
     clock.now += 10
     cycle(deliverer)
     assert row(listing, seq, "hook:gone").state == "dropped"
-    assert not copy_path(directory, seq, "gone").exists()
+    assert not copy_path(directory, seq, "gone", "ev-1").exists()
 
 
 def test_no_more_hooks_run_at_once_than_the_concurrency(

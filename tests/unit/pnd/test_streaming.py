@@ -139,7 +139,7 @@ def test_empty_dataset_answers_c000(profile: Profile, out: Path, port: int) -> N
     sink = incoming.IncomingObject(
         command,
         bit_preserving=False,
-        spool=storage.spool_directory(str(out)),
+        spool=storage.Spool(storage.spool_directory(str(out)), "node"),
         reserve=Reserve(),
         space_directory=str(out),
     )

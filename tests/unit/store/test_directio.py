@@ -64,7 +64,7 @@ def spy_pwrite(
 
 
 def store(spool: Path, data: bytes, final: Path, piece: int = PIECE) -> None:
-    temp = storage.TempFile(spool)
+    temp = storage.TempFile(storage.Spool(spool, "node"))
     for start in range(0, len(data), piece):
         temp.write(memoryview(data)[start : start + piece])
     temp.commit(final, replace=True)
@@ -130,7 +130,7 @@ def test_a_write_error_in_the_writer_thread_fails_the_object_and_leaves_nothing(
         return OSError(errno.ENOSPC, os.strerror(errno.ENOSPC)) if call[1] > 200_000 else None
 
     spy_pwrite(monkeypatch, full_disk)
-    temp = storage.TempFile(spool)
+    temp = storage.TempFile(storage.Spool(spool, "node"))
     with pytest.raises(OSError) as raised:
         for _ in range(12):
             temp.write(content(50_000))

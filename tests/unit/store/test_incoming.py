@@ -28,7 +28,7 @@ def sink(
     return incoming.IncomingObject(
         command,
         bit_preserving=bit_preserving,
-        spool=storage.spool_directory(str(out)),
+        spool=storage.Spool(storage.spool_directory(str(out)), "node"),
         reserve=Reserve(),
         space_directory=str(out),
         check_sop_uids=check_sop_uids,

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 from pathlib import Path
 
 import pytest
 
+from dcmrecvd import nodename
+from dcmrecvd.settings import Settings
 from dcmrecvd.store import objectstore, storage
 
 
@@ -34,20 +37,31 @@ def test_a_read_only_output_directory_is_not_writable(tmp_path: Path) -> None:
 def test_the_spool_sweep_removes_a_killed_receivers_files_and_says_so(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    spool = storage.spool_directory(str(tmp_path))
+    settings = Settings(output_dir=str(tmp_path), node_name="here")
+    spool = objectstore.spool(settings)
+    assert spool == storage.Spool(storage.spool_directory(str(tmp_path)), "here")
     live = storage.TempFile(spool)
-    dead = spool / f"{storage.TEMP_PREFIX}0123456789abcdef{storage.TEMP_SUFFIX}"
-    dead.write_bytes(b"partial")
+    dead = spool.directory / storage.temp_name("here", 99999, "0123456789abcdef")
+    theirs = spool.directory / storage.temp_name("there", 99999, "0123456789abcdef")
+    for path in (dead, theirs):
+        path.write_bytes(b"partial")
     with caplog.at_level(logging.WARNING, logger="dcmrecv"):
-        objectstore.sweep_spool(str(tmp_path))
-    assert [p.name for p in spool.iterdir()] == [live.path.name]
+        objectstore.sweep_spool(settings)
+    assert sorted(p.name for p in spool.directory.iterdir()) == sorted(
+        [live.path.name, theirs.name]
+    )
     assert caplog.messages == [
-        f"removed 1 temporary file(s) of an interrupted receiver from {spool}"
+        f"removed 1 temporary file(s) of an interrupted receiver from {spool.directory}"
     ]
     live.discard()
     caplog.clear()
-    objectstore.sweep_spool(str(tmp_path))
+    objectstore.sweep_spool(settings)
     assert caplog.messages == []
+
+
+def test_the_spool_is_named_for_the_host_without_a_node_name(tmp_path: Path) -> None:
+    spool = objectstore.spool(Settings(output_dir=str(tmp_path)))
+    assert spool.node == nodename.from_hostname(socket.gethostname())
 
 
 def test_join_path_is_dcmtks_combine_dir_and_filename() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -15,7 +16,7 @@ NAME = "CT.1.2.3"
 
 
 def temp_with(spool: Path, data: bytes) -> storage.TempFile:
-    temp = storage.TempFile(spool)
+    temp = storage.TempFile(storage.Spool(spool, "node"))
     temp.write(data)
     return temp
 
@@ -83,6 +84,69 @@ def test_a_taken_name_follows_the_policy(
     placed = place(out, b"new", names(NAME), policy)
     assert placed == placement.Placed(outcome, f"{out}/{NAME}")
     assert (out / NAME).read_bytes() == content
+    assert spool_files(out) == []
+
+
+def record_directory_fsyncs(monkeypatch: pytest.MonkeyPatch) -> list[Path]:
+    synced: list[Path] = []
+    real = storage.fsync_directory
+
+    def fsync_directory(directory: Path) -> None:
+        synced.append(directory)
+        real(directory)
+
+    monkeypatch.setattr(storage, "fsync_directory", fsync_directory)
+    return synced
+
+
+def test_keep_first_makes_the_kept_file_durable_before_its_success(
+    out: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The file kept may be another receiver's, linked but not yet fsynced into its
+    directory when this one finds the name taken."""
+    (out / NAME).write_bytes(b"old")
+    synced = record_directory_fsyncs(monkeypatch)
+    assert place(out, b"new", names(NAME), DuplicatePolicy.KEEP_FIRST).outcome is (
+        placement.Outcome.KEPT_EXISTING
+    )
+    assert synced == [out]
+    synced.clear()
+    assert place(out, b"new", names(NAME), DuplicatePolicy.REJECT).outcome is (
+        placement.Outcome.REJECTED
+    )
+    assert synced == []  # a failure status promises nothing
+
+
+def test_keep_first_fails_when_the_kept_file_cannot_be_made_durable(
+    out: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (out / NAME).write_bytes(b"old")
+
+    def failing(directory: Path) -> None:
+        raise OSError(errno.EIO, os.strerror(errno.EIO))
+
+    monkeypatch.setattr(storage, "fsync_directory", failing)
+    with pytest.raises(placement.PlacementError) as info:
+        place(out, b"new", names(NAME), DuplicatePolicy.KEEP_FIRST)
+    assert (info.value.path, info.value.error.errno) == (f"{out}/{NAME}", errno.EIO)
+    assert spool_files(out) == []
+
+
+@pytest.mark.parametrize("policy", [DuplicatePolicy.KEEP_FIRST, DuplicatePolicy.REJECT])
+def test_a_retransmitted_link_that_made_our_link_stores(
+    out: Path, monkeypatch: pytest.MonkeyPatch, policy: DuplicatePolicy
+) -> None:
+    """NFS: LINK is not idempotent; a retransmission of one that succeeded answers EEXIST."""
+    real_link = os.link
+
+    def retransmitted(source: Path, target: Path) -> None:
+        real_link(source, target)
+        raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST), str(target))
+
+    monkeypatch.setattr(os, "link", retransmitted)
+    placed = place(out, b"new", names(NAME), policy)
+    assert placed == placement.Placed(placement.Outcome.STORED, f"{out}/{NAME}")
+    assert (out / NAME).read_bytes() == b"new"
     assert spool_files(out) == []
 
 

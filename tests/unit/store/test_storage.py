@@ -23,13 +23,21 @@ from pydicom.uid import (
 from dcmrecvd.store import filemeta, header, storage
 from tests.support import dicomgen
 
+NODE = "node-1.example"
 
-def leftovers(directory: Path) -> list[str]:
-    return sorted(p.name for p in directory.iterdir() if p.name.startswith(storage.TEMP_PREFIX))
+
+def spool_in(output: Path, node: str = NODE) -> storage.Spool:
+    return storage.Spool(storage.spool_directory(str(output)), node)
+
+
+def leftovers(spool: storage.Spool) -> list[str]:
+    return sorted(
+        p.name for p in spool.directory.iterdir() if p.name.startswith(storage.TEMP_PREFIX)
+    )
 
 
 def test_temp_file_is_hidden_in_the_spool_and_commits_all_bytes(tmp_path: Path) -> None:
-    spool = storage.spool_directory(str(tmp_path))
+    spool = spool_in(tmp_path)
     temp = storage.TempFile(spool)
     assert temp.path.parent == tmp_path / ".dcmrecvd-spool"
     assert temp.path.name.startswith(".") and temp.path.name.endswith(storage.TEMP_SUFFIX)
@@ -42,7 +50,7 @@ def test_temp_file_is_hidden_in_the_spool_and_commits_all_bytes(tmp_path: Path) 
 
 
 def test_commit_replaces_only_when_asked(tmp_path: Path) -> None:
-    spool = storage.spool_directory(str(tmp_path))
+    spool = spool_in(tmp_path)
     target = tmp_path / "CT.1"
     target.write_bytes(b"old")
     first = storage.TempFile(spool)
@@ -59,7 +67,7 @@ def test_commit_replaces_only_when_asked(tmp_path: Path) -> None:
 
 
 def test_failed_commit_leaves_the_temp_for_discard(tmp_path: Path) -> None:
-    spool = storage.spool_directory(str(tmp_path))
+    spool = spool_in(tmp_path)
     target = tmp_path / "is-a-directory"
     (target / "inside").mkdir(parents=True)
     temp = storage.TempFile(spool)
@@ -102,7 +110,7 @@ def test_a_large_object_starts_writeback_of_each_new_range(
     calls = record_io(monkeypatch, tmp_path)
     step = storage.WRITEBACK_BYTES
     chunk = b"x" * (step * 3 // 8)  # the 3rd write crosses the first step
-    temp = storage.TempFile(storage.spool_directory(str(tmp_path)))
+    temp = storage.TempFile(spool_in(tmp_path))
     for _ in range(7):
         temp.write(chunk)
     temp.commit(tmp_path / "BIG", replace=True)
@@ -120,7 +128,7 @@ def test_a_small_object_makes_no_writeback_call(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     calls = record_io(monkeypatch, tmp_path)
-    temp = storage.TempFile(storage.spool_directory(str(tmp_path)))
+    temp = storage.TempFile(spool_in(tmp_path))
     temp.write(b"x" * (storage.WRITEBACK_BYTES - 2))
     temp.write(b"x")
     temp.commit(tmp_path / "CT.1", replace=True)
@@ -138,14 +146,14 @@ def test_a_failing_writeback_is_dropped_for_the_file(
 
     monkeypatch.setattr(storage, "start_writeback", refuse)
     step = storage.WRITEBACK_BYTES
-    temp = storage.TempFile(storage.spool_directory(str(tmp_path)))
+    temp = storage.TempFile(spool_in(tmp_path))
     for _ in range(3):
         temp.write(b"y" * step)
     temp.commit(tmp_path / "BIG", replace=True)
     assert calls == [("writeback", 0, step), ("fsync", 0, 0), ("fsync", 0, 0)]
     assert (tmp_path / "BIG").read_bytes() == b"y" * (3 * step)
     # The next file tries again.
-    other = storage.TempFile(storage.spool_directory(str(tmp_path)))
+    other = storage.TempFile(spool_in(tmp_path))
     other.write(b"z" * step)
     other.discard()
     assert calls[-1] == ("writeback", 0, step)
@@ -178,18 +186,119 @@ def test_start_writeback_calls_the_kernel_and_reports_its_errors(
     assert err.value.errno == errno.ENOSYS
 
 
-def test_sweep_removes_only_files_no_live_writer_holds(tmp_path: Path) -> None:
-    spool = storage.spool_directory(str(tmp_path))
+TOKEN = "0123456789abcdef"
+
+
+def test_a_temp_file_is_named_for_its_node_and_process(tmp_path: Path) -> None:
+    temp = storage.TempFile(spool_in(tmp_path))
+    prefix = f"{storage.TEMP_PREFIX}{NODE}.{os.getpid()}."
+    assert temp.path.name.startswith(prefix), temp.path.name
+    assert storage.temp_node(temp.path.name) == NODE
+    other = storage.TempFile(spool_in(tmp_path))
+    assert other.path != temp.path
+    temp.discard()
+    other.discard()
+
+
+@pytest.mark.parametrize(
+    ("name", "node"),
+    [
+        (storage.temp_name("a", 12, TOKEN), "a"),
+        # Dots in the node name: the pid and the token are the last fields.
+        (storage.temp_name("a.3.b", 12, TOKEN), "a.3.b"),
+        (storage.temp_name("a-b_c", 4194304, TOKEN), "a-b_c"),
+        # Written by a version without node names.
+        (f".dcmrecvd-{TOKEN}.tmp", ""),
+        (f".dcmrecvd-a.x.{TOKEN}.tmp", None),  # no pid
+        (f".dcmrecvd-.12.{TOKEN}.tmp", None),  # no node
+        (".dcmrecvd-a.12.0123.tmp", None),  # short token
+        (f".dcmrecvd-a.12.{TOKEN}.tmp.x", None),
+        ("not-ours", None),
+        (".dcmrecvd-spool", None),
+    ],
+)
+def test_the_node_is_read_back_from_a_temp_name(name: str, node: str | None) -> None:
+    assert storage.temp_node(name) == node
+
+
+def test_a_sweep_may_take_only_its_own_nodes_and_old_temp_files() -> None:
+    assert storage.sweepable(storage.temp_name("a", 1, TOKEN), "a")
+    assert storage.sweepable(f".dcmrecvd-{TOKEN}.tmp", "a")
+    assert not storage.sweepable(storage.temp_name("b", 1, TOKEN), "a")
+    # A name that only starts like ours is another node's.
+    assert not storage.sweepable(storage.temp_name("a.b", 1, TOKEN), "a")
+    assert not storage.sweepable(storage.temp_name("a", 1, TOKEN), "a.b")
+    assert not storage.sweepable("not-ours", "a")
+
+
+def test_sweep_removes_only_this_nodes_files_no_live_writer_holds(tmp_path: Path) -> None:
+    spool = spool_in(tmp_path)
     live = storage.TempFile(spool)
-    # A killed receiver's file: nobody holds its lock any more.
-    dead = spool / f"{storage.TEMP_PREFIX}0123456789abcdef{storage.TEMP_SUFFIX}"
-    dead.write_bytes(b"partial")
-    other = spool / "not-ours"
-    other.write_bytes(b"")
-    assert storage.sweep(spool) == [dead]
-    assert sorted(p.name for p in spool.iterdir()) == sorted([live.path.name, "not-ours"])
+    # Files of killed receivers: nobody holds their locks any more.
+    dead = spool.directory / storage.temp_name(NODE, 99999, TOKEN)
+    old = spool.directory / f"{storage.TEMP_PREFIX}{TOKEN}{storage.TEMP_SUFFIX}"
+    # Another node's: unlocked as seen from here, as over NFS without lock service.
+    theirs = spool.directory / storage.temp_name("node-2", 99999, TOKEN)
+    for path in (dead, old, theirs):
+        path.write_bytes(b"partial")
+    (spool.directory / "not-ours").write_bytes(b"")
+    assert sorted(storage.sweep(spool)) == sorted([dead, old])
+    assert sorted(p.name for p in spool.directory.iterdir()) == sorted(
+        [live.path.name, theirs.name, "not-ours"]
+    )
+    assert storage.sweep(spool_in(tmp_path, "node-2")) == [theirs]
     live.discard()
-    assert storage.sweep(tmp_path / "missing") == []
+    assert storage.sweep(spool_in(tmp_path / "missing")) == []
+
+
+def test_a_link_that_answers_eexist_for_our_own_link_is_a_commit(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """NFS: a retransmitted LINK, whose first transmission made the link, says EEXIST."""
+    real_link = os.link
+
+    def retransmitted_link(source: Path, target: Path) -> None:
+        real_link(source, target)
+        raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST), str(target))
+
+    monkeypatch.setattr(os, "link", retransmitted_link)
+    temp = storage.TempFile(spool_in(tmp_path))
+    temp.write(b"ours")
+    temp.commit(tmp_path / "CT.1", replace=False)
+    assert (tmp_path / "CT.1").read_bytes() == b"ours"
+    assert leftovers(spool_in(tmp_path)) == []
+    # Someone else's file under the name is still a name taken.
+    other = storage.TempFile(spool_in(tmp_path))
+    other.write(b"second")
+    with pytest.raises(storage.NameTaken):
+        other.commit(tmp_path / "CT.1", replace=False)
+    other.discard()
+    assert (tmp_path / "CT.1").read_bytes() == b"ours"
+
+
+def test_a_rename_that_answers_enoent_after_renaming_is_a_commit(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """NFS: a retransmitted RENAME, whose first transmission renamed, finds no source."""
+    real_replace = os.replace
+    (tmp_path / "CT.1").write_bytes(b"old")
+
+    def retransmitted_replace(source: Path, target: Path) -> None:
+        real_replace(source, target)
+        raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), str(source))
+
+    monkeypatch.setattr(os, "replace", retransmitted_replace)
+    temp = storage.TempFile(spool_in(tmp_path))
+    temp.write(b"new")
+    temp.commit(tmp_path / "CT.1", replace=True)
+    assert (tmp_path / "CT.1").read_bytes() == b"new"
+    # A source that is really gone is still an error.
+    gone = storage.TempFile(spool_in(tmp_path))
+    gone.path.unlink()
+    with pytest.raises(FileNotFoundError):
+        gone.commit(tmp_path / "CT.2", replace=True)
+    gone.discard()
+    assert not (tmp_path / "CT.2").exists()
 
 
 def test_ensure_directory_reports_like_dcmtk(tmp_path: Path) -> None:
@@ -275,7 +384,7 @@ def test_header_refuses_an_unknown_transfer_syntax() -> None:
 
 
 def test_discard_after_commit_leaves_the_final_file(tmp_path: Path) -> None:
-    spool = storage.spool_directory(str(tmp_path))
+    spool = spool_in(tmp_path)
     temp = storage.TempFile(spool)
     temp.write(b"object")
     temp.commit(tmp_path / "CT.1", replace=False)
@@ -340,7 +449,7 @@ def test_the_spool_is_made_durable_with_the_output_directory(
 ) -> None:
     storage.ensure_directory(tmp_path)
     synced = record_directory_fsyncs(monkeypatch)
-    spool = storage.spool_directory(str(tmp_path / "out"))
+    spool = spool_in(tmp_path / "out")
     storage.TempFile(spool).discard()
     assert synced == [tmp_path / "out", tmp_path]
     storage.TempFile(spool).discard()
@@ -352,8 +461,8 @@ def test_a_sweep_between_create_and_lock_does_not_take_the_temp_file(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, sweep_holds_the_lock: bool
 ) -> None:
     """Another process's sweep may find a new temporary file before its creator locks it."""
-    spool = tmp_path / "spool"
-    spool.mkdir()
+    spool = storage.Spool(tmp_path / "spool", NODE)
+    spool.directory.mkdir()
     real_flock = fcntl.flock
     interleaved: list[int] = []
 
@@ -363,7 +472,7 @@ def test_a_sweep_between_create_and_lock_does_not_take_the_temp_file(
             return
         interleaved.append(fd)
         if sweep_holds_the_lock:
-            sweeper = os.open(spool / os.listdir(spool)[0], os.O_RDONLY)
+            sweeper = os.open(spool.directory / os.listdir(spool.directory)[0], os.O_RDONLY)
             real_flock(sweeper, fcntl.LOCK_EX)
             try:
                 real_flock(fd, operation)  # raises: the sweep holds the lock
@@ -379,4 +488,4 @@ def test_a_sweep_between_create_and_lock_does_not_take_the_temp_file(
     assert interleaved, "the sweep did not run between the open and the lock"
     temp.commit(tmp_path / "final", replace=False)
     assert (tmp_path / "final").read_bytes() == b"data"
-    assert os.listdir(spool) == []
+    assert os.listdir(spool.directory) == []
