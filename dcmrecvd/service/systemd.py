@@ -18,9 +18,9 @@ handler fails on PRIORITY or MESSAGE there, and silently replaces CODE_ARGS.
 
     log.info("stored %s", uid, extra={"DICOM_CALLING_AET": "CT01", "BYTES": 1234})
 
-dcmrecvd's fields: DICOM_CALLING_AET, DICOM_CALLED_AET, PEER_ADDR, PROXY_ADDR, ASSOC_ID, SOP_CLASS_UID,
-SOP_INSTANCE_UID, DIMSE_STATUS, PATH, BYTES, DURATION_MS, REJECT_REASON. Search them with
-e.g. ``journalctl DICOM_CALLING_AET=CT01``.
+dcmrecvd's fields: DICOM_CALLING_AET, DICOM_CALLED_AET, PEER_ADDR, PROXY_ADDR, ASSOC_ID,
+SOP_CLASS_UID, SOP_INSTANCE_UID, DIMSE_STATUS, PATH, BYTES, DURATION_MS, REJECT_REASON.
+Search them with e.g. ``journalctl DICOM_CALLING_AET=CT01``.
 """
 
 from __future__ import annotations
