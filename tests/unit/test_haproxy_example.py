@@ -63,7 +63,7 @@ def answers(port: int) -> list[bytes]:
 
 
 def matches(pattern: str, answer: bytes) -> bool:
-    """As HAProxy's rbinary: the regex against the hexadecimal form of the answer."""
+    """As HAProxy's rbinary: the regex against the answer in upper-case hexadecimal."""
     return re.search(pattern, answer.hex().upper()) is not None
 
 
