@@ -33,7 +33,7 @@ def conf(port: int, out: Path, extra: str = "", **receiver: str) -> str:
     lines = [
         "[receiver]",
         f"port = {port}",
-        "bind-address = 127.0.0.1",
+        f"bind-address = {receiver.pop('bind_address', LOCALHOST)}",
         f"output-directory = {out}",
         *(f"{key.replace('_', '-')} = {value}" for key, value in receiver.items()),
         "[logging]",
