@@ -5,12 +5,16 @@ a node is killed, stopped (wedged: its port accepts TCP, nothing answers) or dra
 the example's DICOM health check takes the node out and brings it back.
 
 Checks run every INTER here (the shipped 2 s would make these tests slow); fall, rise
-and timeout check are the shipped ones. The nodes do not read the PROXY protocol
-header yet, so the example runs without its send-proxy-v2 line.
+and timeout check are the shipped ones. The example runs as shipped, send-proxy-v2
+included, and the nodes require the PROXY protocol from 127.0.0.1, HAProxy's address:
+the health checks arrive as v2 LOCAL connections, the modalities' associations with
+their real addresses (two modalities in network namespaces of their own, for the
+address rules; root only, as HAProxy's chroot already is).
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -22,6 +26,7 @@ from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 from pydicom import dcmread
@@ -29,9 +34,10 @@ from pydicom.uid import ExplicitVRLittleEndian
 from pynetdicom import AE
 
 from dcmrecvd.store.storage import SPOOL_DIRECTORY
-from tests.support import dicomgen, streaming_peer
-from tests.support.daemon import Daemon, conf, dcmrecvd
+from tests.support import dicomgen, netns, streaming_peer
+from tests.support.daemon import DCMRECVD, Daemon, conf, dcmrecvd
 from tests.support.haproxy import NODES, Address, HAProxy, haproxy
+from tests.support.net import LOCALHOST
 from tests.support.senders import dataset_part
 from tests.support.waiting import until
 
@@ -94,6 +100,9 @@ class Cluster:
     out: Path
     ports: dict[str, int]
     stack: ExitStack
+    # More of each node's configuration: [receiver] keys, and sections after it.
+    receiver: dict[str, str] = field(default_factory=dict)
+    extra: str = ""
     nodes: dict[str, Daemon] = field(default_factory=dict)
     homes: dict[str, Path] = field(default_factory=dict)
     proxy: HAProxy | None = None
@@ -105,10 +114,14 @@ class Cluster:
         text = conf(
             self.ports[name],
             self.out,
+            self.extra.replace("{home}", str(directory)),
             bind_address=ADDRESSES[name],
             aetitle=AETITLE,
             check_called_aetitle="yes",
             workers="1",
+            proxy_protocol="required",
+            trusted_proxies=LOCALHOST,
+            **self.receiver,
         )
         # setsid execs dcmrecvd as the leader of a new process group.
         daemon = self.stack.enter_context(dcmrecvd(directory, text, prefix=["setsid"]))
@@ -138,17 +151,29 @@ class Cluster:
 
 
 @contextmanager
-def cluster(tmp_path: Path) -> Iterator[Cluster]:
+def cluster(
+    tmp_path: Path,
+    *,
+    receiver: dict[str, str] | None = None,
+    extra: str = "",
+    listen: tuple[str, ...] = (LOCALHOST,),
+) -> Iterator[Cluster]:
+    """The two nodes and HAProxy (on `listen`'s addresses), both nodes UP; `receiver`
+    and `extra` add to each node's configuration ("{home}" in `extra`: its directory)."""
     out = tmp_path / "out"
     out.mkdir()
     ports = {name: free_port_on(ADDRESSES[name]) for name in NODES}
     with ExitStack() as stack:
-        nodes = Cluster(tmp_path, out, ports, stack)
+        nodes = Cluster(tmp_path, out, ports, stack, receiver or {}, extra)
         for name in NODES:
             nodes.start(name, name)
         first, second = ((ADDRESSES[name], ports[name]) for name in NODES)
         inter = f"{int(INTER * 1000)}ms"
-        nodes.proxy = stack.enter_context(haproxy(tmp_path, (first, second), check_inter=inter))
+        nodes.proxy = stack.enter_context(
+            haproxy(
+                tmp_path, (first, second), check_inter=inter, proxy_protocol=True, listen=listen
+            )
+        )
         for name in NODES:
             nodes.haproxy.wait_state(name, "UP")
         yield nodes
@@ -162,11 +187,17 @@ def free_port_on(address: str) -> int:
         return port
 
 
+def storescu_argv(address: Address, files: list[Path]) -> list[str]:
+    return [
+        *("storescu", "-v", "-aet", "MODALITY", "-aec", AETITLE, address[0], str(address[1])),
+        *map(str, files),
+    ]
+
+
 def storescu(address: Address, files: list[Path]) -> int:
     """DCMTK's storescu sends `files` in one association; the Success responses it got."""
     run = subprocess.run(
-        ["storescu", "-v", "-aet", "MODALITY", "-aec", AETITLE, address[0], str(address[1])]
-        + [str(path) for path in files],
+        storescu_argv(address, files),
         capture_output=True,
         text=True,
         timeout=DEADLINE,
@@ -174,6 +205,10 @@ def storescu(address: Address, files: list[Path]) -> int:
     )
     output = run.stdout + run.stderr
     assert run.returncode == 0, output
+    return successes(output)
+
+
+def successes(output: str) -> int:
     return len(re.findall(r"Received Store Response \(Success\)", output))
 
 
@@ -334,3 +369,76 @@ def test_a_connection_a_dead_node_refuses_is_redispatched_before_the_checks_noti
         server = nodes.haproxy.servers()[home]
         assert server.redispatched == 1
         assert not server.status.startswith("DOWN"), server
+
+
+def test_rules_logs_and_status_see_the_modality_not_haproxy(tmp_path: Path) -> None:
+    """Two modalities in network namespaces of their own, at 198.18.1.2 and 198.18.2.2,
+    send through HAProxy: a [peer] rule admits the first by its address and, with
+    default-policy = reject, the second is refused, although both reach the nodes from
+    HAProxy's 127.0.0.1. The health checks (PROXY v2 LOCAL) pass no rule and keep both
+    nodes UP; a sender that bypasses HAProxy sends no header and is closed."""
+    files = list(write_set(tmp_path / "set", 5).values())
+    with ExitStack() as stack:
+        allowed = stack.enter_context(netns.sender(1))
+        other = stack.enter_context(netns.sender(2))
+        nodes = stack.enter_context(
+            cluster(
+                tmp_path,
+                receiver={"default_policy": "reject"},
+                extra="[peer ct-a]\naddresses = 198.18.1.2\n"
+                "[status]\nsocket = {home}/status.sock\n",
+                listen=(LOCALHOST, allowed.gateway, other.gateway),
+            )
+        )
+        port = nodes.haproxy.address[1]
+        sent = allowed.run(storescu_argv((allowed.gateway, port), files), DEADLINE)
+        assert sent.returncode == 0, sent.stdout + sent.stderr
+        assert successes(sent.stdout + sent.stderr) == len(files)
+        refused = other.run(storescu_argv((other.gateway, port), files), DEADLINE)
+        assert refused.returncode != 0
+        assert "Association Rejected" in refused.stdout + refused.stderr
+        logs = "".join(nodes.log(name) for name in NODES)
+        assert "Association Received 198.18.1.2 (via 127.0.0.1): MODALITY -> DCMRECVD" in logs
+        assert (
+            "Refusing Association (calling AE title not recognized):"
+            " MODALITY from 198.18.2.2: no [peer] rule matches and default-policy = reject"
+        ) in logs
+        # The checks still pass: both nodes UP all along.
+        assert {server.status for server in nodes.haproxy.servers().values()} == {"UP"}
+
+        # Straight to a node, without HAProxy: no header, refused, nothing guessed.
+        name = NODES[0]
+        direct = subprocess.run(
+            storescu_argv((ADDRESSES[name], nodes.ports[name]), files[:1]),
+            capture_output=True,
+            text=True,
+            timeout=DEADLINE,
+            check=False,
+        )
+        assert direct.returncode != 0
+        until(lambda: "no PROXY protocol header" in nodes.log(name), "the refusal logged")
+
+        # What the status counts: the checks apart, the header error, instances by the
+        # rule that admitted the real address.
+        documents = [status_of(nodes.homes[node] / "status.sock") for node in NODES]
+        assert all(document["proxy"]["health_checks"] > 0 for document in documents)
+        assert documents[0]["proxy"]["header_errors"] == {"malformed": 1}
+        instances = {
+            peer: sum(d["peers"].get(peer, {}).get("instances", 0) for d in documents)
+            for peer in ("ct-a", "other")
+        }
+        assert instances == {"ct-a": len(files), "other": 0}
+        rejected = sum(d["associations"]["rejected"].get("calling-aetitle", 0) for d in documents)
+        assert rejected == 1
+
+
+def status_of(socket_path: Path) -> dict[str, Any]:
+    run = subprocess.run(
+        [DCMRECVD, "status", "--json", "--socket", str(socket_path)],
+        capture_output=True,
+        text=True,
+        timeout=DEADLINE,
+        check=True,
+    )
+    document: dict[str, Any] = json.loads(run.stdout)
+    return document

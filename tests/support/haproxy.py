@@ -77,12 +77,16 @@ def render(text: str, *, proxy_protocol: bool) -> str:
 
 
 def environment(
-    listen: Address, nodes: tuple[Address, Address], stats_socket: Path, check_inter: str
+    listen: tuple[Address, ...],
+    nodes: tuple[Address, Address],
+    stats_socket: Path,
+    check_inter: str,
 ) -> dict[str, str]:
-    """The example's variables: where it listens, its two nodes, its stats socket and
-    the interval between two checks of a node (an HAProxy time: "500ms", "2s")."""
+    """The example's variables: where it listens (one address or several), its two
+    nodes, its stats socket and the interval between two checks of a node (an HAProxy
+    time: "500ms", "2s")."""
     return {
-        "DCMRECVD_LISTEN": f"{listen[0]}:{listen[1]}",
+        "DCMRECVD_LISTEN": ",".join(f"{host}:{port}" for host, port in listen),
         "DCMRECVD_NODE1": f"{nodes[0][0]}:{nodes[0][1]}",
         "DCMRECVD_NODE2": f"{nodes[1][0]}:{nodes[1][1]}",
         "DCMRECVD_STATS_SOCKET": str(stats_socket),
@@ -197,10 +201,12 @@ def haproxy(
     *,
     check_inter: str = "500ms",
     proxy_protocol: bool = False,
+    listen: tuple[str, ...] = (LOCALHOST,),
 ) -> Iterator[HAProxy]:
-    """The example running in the foreground on a free port of 127.0.0.1 in front of
-    `nodes`, until the block ends; its files in tmp_path/haproxy. With `proxy_protocol`
-    every connection to a node starts with a PROXY protocol v2 header, as shipped."""
+    """The example running in the foreground on a free port of `listen`'s addresses
+    (the first is HAProxy.address) in front of `nodes`, until the block ends; its files
+    in tmp_path/haproxy. With `proxy_protocol` every connection to a node starts with a
+    PROXY protocol v2 header, as shipped."""
     binary = installed()
     if os.geteuid() != 0:
         pytest.skip("the HAProxy example chroots and changes user, which needs root")
@@ -208,9 +214,12 @@ def haproxy(
     home.mkdir()
     config = home / "haproxy.cfg"
     config.write_text(render(EXAMPLE.read_text(), proxy_protocol=proxy_protocol))
-    address = (LOCALHOST, free_port())
+    port = free_port()
+    address = (listen[0], port)
     stats_socket = home / "stats.sock"
-    variables = environment(address, nodes, stats_socket, check_inter)
+    variables = environment(
+        tuple((host, port) for host in listen), nodes, stats_socket, check_inter
+    )
     log = home / "haproxy.log"
     with log.open("wb") as output:
         proc = subprocess.Popen(

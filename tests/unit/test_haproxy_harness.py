@@ -36,10 +36,13 @@ def test_render_refuses_a_text_without_exactly_one_proxy_line(count: int) -> Non
 
 def test_environment_names_the_examples_variables() -> None:
     variables = environment(
-        ("127.0.0.1", 1104), (("127.0.0.2", 2104), ("127.0.0.3", 3104)), Path("/s"), "500ms"
+        (("127.0.0.1", 1104), ("198.18.1.1", 1104)),
+        (("127.0.0.2", 2104), ("127.0.0.3", 3104)),
+        Path("/s"),
+        "500ms",
     )
     assert variables == {
-        "DCMRECVD_LISTEN": "127.0.0.1:1104",
+        "DCMRECVD_LISTEN": "127.0.0.1:1104,198.18.1.1:1104",
         "DCMRECVD_NODE1": "127.0.0.2:2104",
         "DCMRECVD_NODE2": "127.0.0.3:3104",
         "DCMRECVD_STATS_SOCKET": "/s",
