@@ -285,8 +285,9 @@ class BlockingDUL(DULServiceProvider):
         self._recv_pdu.put(pdu)
 
     def _closed_mid_pdu(self, exc: OSError) -> None:
-        _DUL_LOG.error("Connection closed before the entire PDU was received")
-        _DUL_LOG.exception(exc)
+        # A peer that resets its connection (a balancer's health check does, by
+        # default) is the peer's doing, not a fault here: one line, no traceback.
+        _DUL_LOG.error("Connection closed before the entire PDU was received: %s", exc)
         self.event_queue.put("Evt17")
 
     def _raw_pdus_watched(self) -> bool:

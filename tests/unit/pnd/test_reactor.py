@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import socket
+import struct
 import threading
 from pathlib import Path
 
@@ -12,6 +14,8 @@ from pynetdicom.association import Association
 from dcmrecvd.pnd import reactor
 from dcmrecvd.profiles import Profile
 from dcmrecvd.receiver import Receiver
+from tests.support import rawpdu
+from tests.support.net import LOCALHOST
 from tests.support.peers import our_receiver
 from tests.support.streaming_peer import association, dataset, final_files, settings, wait_until
 
@@ -143,3 +147,24 @@ def test_p_data_items_are_read_from_the_one_buffer() -> None:
 )
 def test_malformed_p_data_items_are_refused(body: bytes) -> None:
     assert reactor._p_data(bytearray(body)) is None
+
+
+def test_a_reset_connection_is_one_line_without_a_traceback(
+    profile: Profile, out: Path, port: int, caplog: pytest.LogCaptureFixture
+) -> None:
+    with our_receiver(profile, port, settings(port, out)) as receiver:
+        sock = socket.create_connection((LOCALHOST, port))
+        sock.sendall(rawpdu.associate_rq())
+        sock.settimeout(10)
+        assert sock.recv(1) == bytes([rawpdu.ASSOCIATE_AC])
+        assoc = served(receiver)
+        # Closed with SO_LINGER 0: a TCP reset, as a balancer's health check ends.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        sock.close()
+        assoc.join(10)
+        assert assoc.is_aborted
+    closed = [r for r in caplog.records if "closed before the entire PDU" in r.getMessage()]
+    assert [r.getMessage() for r in closed] == [
+        "Connection closed before the entire PDU was received: [Errno 104] Connection reset by peer"
+    ]
+    assert not [r for r in caplog.records if r.exc_info]
