@@ -38,6 +38,7 @@ SHARED_PATHS = (
     "usr/lib/sysusers.d",
     "usr/lib/tmpfiles.d",
     "usr/share/man",
+    "usr/share/doc/dcmrecvd/examples",
 )
 
 
@@ -150,6 +151,12 @@ def test_rpm_and_deb_lay_out_the_same_files(built: Built, tmp_path: Path) -> Non
     assert "usr/lib/systemd/system/dcmrecvd.service" in from_rpm
     assert "usr/lib/systemd/system/dcmrecvd-metrics.socket" in from_rpm
     assert "usr/share/man/man5/dcmrecvd.conf.5" in from_rpm
+    examples = "usr/share/doc/dcmrecvd/examples/"
+    assert (
+        from_rpm[examples + "haproxy.cfg"].read_text()
+        == (ROOT / "etc/haproxy/dcmrecvd.cfg").read_text()
+    )
+    assert examples + "grafana-dashboard.json" in from_rpm
     for name, path in from_rpm.items():
         if path.is_symlink():
             assert os.readlink(path) == os.readlink(from_deb[name]), name
