@@ -73,6 +73,11 @@ class ProxyRefused(Exception):
         self.reason = reason
 
 
+# Bytes a read looks ahead: a whole v1 line, or a v2 header with addresses and a few
+# TLVs, so that one look and one read take most headers.
+_LOOK_AHEAD = 512
+
+
 def read_proxy_header(sock: socket.socket, timeout: float) -> proxyheader.Header:
     """Read exactly the PROXY header at the start of `sock`'s stream, within `timeout`
     seconds; the bytes after it stay unread. Raises ProxyRefused."""
@@ -80,28 +85,24 @@ def read_proxy_header(sock: socket.socket, timeout: float) -> proxyheader.Header
     data = b""
     try:
         while True:
-            total = proxyheader.needed(data)
-            if total is not None and len(data) >= total:
-                return proxyheader.parse(data)
             left = deadline - time.monotonic()
             if left <= 0:
                 raise TimeoutError
             sock.settimeout(left)
-            if total is not None:
-                chunk = sock.recv(total - len(data))
-            elif data[:1] == proxyheader.SIGNATURE_V2[:1]:
-                chunk = sock.recv(16 - len(data))  # v2's fixed part holds its length
-            else:
-                # A v1 line (or the start of anything): look ahead for its CRLF, take the
-                # line and nothing after it. What has no CRLF yet is all line.
-                ahead = sock.recv(proxyheader.MAX_V1 - len(data), socket.MSG_PEEK)
-                end = (data + ahead).find(b"\r\n")
-                chunk = sock.recv(end + 2 - len(data) if end >= 0 else len(ahead)) if ahead else b""
-            if not chunk:
+            # Look first, then take the header's bytes only: what follows it is DICOM
+            # (or TLS), for pynetdicom to read.
+            ahead = sock.recv(_LOOK_AHEAD, socket.MSG_PEEK)
+            if not ahead:
                 raise ProxyRefused(
                     "closed", f"the connection closed after {len(data)} bytes of its PROXY header"
                 )
-            data += chunk
+            total = proxyheader.needed(data + ahead)
+            # Unknown yet (a v1 line without its CRLF, a v2 header short of its length):
+            # all that arrived is header.
+            take = len(ahead) if total is None else min(total - len(data), len(ahead))
+            data += sock.recv(take)
+            if total is not None and len(data) == total:
+                return proxyheader.parse(data)
     except proxyheader.ProxyError as exc:
         raise ProxyRefused("malformed", f"malformed PROXY header: {exc}") from None
     except TimeoutError:
