@@ -1,7 +1,8 @@
 """A node's name: what tells apart the files of dcmrecvd nodes sharing one output directory.
 
 Each node names its temporary files (store/storage.py) and quarantined objects
-(store/quarantine.py) with it, and sweeps only what carries its own name. [receiver]
+(store/quarantine.py) with it, and sweeps only what carries its own name; it marks its
+stored objects with it, and its index leaves out those of other nodes. [receiver]
 node-name sets it; by default it is the host name, made a safe file-name component.
 docs/scale-out.md has the whole scheme.
 """

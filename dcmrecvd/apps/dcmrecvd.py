@@ -189,7 +189,7 @@ def _check_index(loaded: inifile.Config) -> int:
         sys.stdout.write(f"listed but gone: {path}\n")
     sys.stdout.write(
         f"{PROGRAM}: index {loaded.settings.index_path}: {len(found.added)} not listed,"
-        f" {len(found.gone)} gone\n"
+        f" {len(found.gone)} gone, {found.others} of other nodes\n"
     )
     return 1 if found.added or found.gone else arbiter.EXIT_OK
 

@@ -5,6 +5,8 @@ final name, so the index never lists an object the disk does not hold, except fo
 file removed behind the receiver's back; rows may be missing after a crash or a power
 cut. `reconcile` (at start-up) repairs both: it adds what is on disk and not indexed and
 forgets what is indexed and no longer on disk; `check` reports the same without writing.
+Nodes sharing one output directory each keep their own index: the walk leaves alone the
+objects that another node marked as its own (storage.NODE_ATTRIBUTE).
 
 Paths are the key, absolute and normalised as os.path.abspath makes them (symlinks are
 not resolved), so that a path recorded by the store and one found by a walk match.
@@ -38,6 +40,7 @@ from pydicom import dcmread
 from pydicom.multival import MultiValue
 
 from dcmrecvd import eventrecords
+from dcmrecvd.store import storage
 
 T = TypeVar("T")
 
@@ -477,6 +480,7 @@ class Reconciled:
     added: list[str] = field(default_factory=list)  # on disk, not indexed (now indexed)
     gone: list[str] = field(default_factory=list)  # indexed, not on disk (now forgotten)
     unreadable: list[str] = field(default_factory=list)  # on disk, not DICOM: left alone
+    others: int = 0  # on disk, not indexed, marked by another node: left alone
 
 
 def _is_regular(path: str) -> bool:
@@ -487,9 +491,10 @@ def _is_regular(path: str) -> bool:
 
 
 def _walk(
-    index: Index, output_dir: Path, skip: Callable[[Path], bool], found: Reconciled
+    index: Index, output_dir: Path, node: str, skip: Callable[[Path], bool], found: Reconciled
 ) -> Iterator[Entry]:
-    """The entries of the files not indexed; fills found.gone and found.unreadable."""
+    """The entries of the files not indexed that are `node`'s or unmarked; fills
+    found.gone, found.unreadable and found.others."""
     root = os.path.abspath(output_dir)
     # Indexed paths not met by the walk yet: those left at the end may be gone.
     unseen = {p for p in index.paths() if p.startswith(root + os.sep)}
@@ -509,6 +514,10 @@ def _walk(
                 continue  # removed since listed
             if not S_ISREG(st.st_mode):
                 continue
+            marked = storage.stored_by(path)
+            if marked is not None and marked != node:
+                found.others += 1
+                continue
             entry = describe(Path(path), st.st_mtime)
             if entry is None:
                 found.unreadable.append(path)
@@ -519,18 +528,27 @@ def _walk(
 
 
 def reconcile(
-    index: Index, output_dir: Path, *, skip: Callable[[Path], bool], track: bool = False
+    index: Index,
+    output_dir: Path,
+    *,
+    node: str,
+    skip: Callable[[Path], bool],
+    track: bool = False,
 ) -> Reconciled:
-    """Make the index list exactly the DICOM files under `output_dir`; what it changed.
+    """Make the index list exactly the DICOM files under `output_dir` that are not
+    another node's; what it changed.
 
-    `skip` names the paths (files and directories) that are not stored objects: the
-    spool, the index's own files, a quarantine inside, temporary names. Files whose
-    name starts with "." are never objects. Rows a worker records meanwhile are kept.
-    `track`: the objects added open their series and study (see add_missing).
+    `node` is this node's name: an unlisted file marked with another node's is left
+    out; unmarked ones (stored before marks existed, on a file system without them, or
+    put there by hand) are listed. `skip` names the paths (files and directories) that
+    are not stored objects: the spool, the index's own files, a quarantine inside,
+    temporary names. Files whose name starts with "." are never objects. Rows a worker
+    records meanwhile are kept. `track`: the objects added open their series and study
+    (see add_missing).
     """
     found = Reconciled()
     batch: list[Entry] = []
-    for entry in _walk(index, output_dir, skip, found):
+    for entry in _walk(index, output_dir, node, skip, found):
         batch.append(entry)
         if len(batch) == _BATCH:
             found.added += index.add_missing(batch, track=track)
@@ -543,9 +561,9 @@ def reconcile(
     return found
 
 
-def check(index: Index, output_dir: Path, *, skip: Callable[[Path], bool]) -> Reconciled:
+def check(index: Index, output_dir: Path, *, node: str, skip: Callable[[Path], bool]) -> Reconciled:
     """What reconcile would change, without changing the index."""
     found = Reconciled()
-    found.added = sorted(entry.path for entry in _walk(index, output_dir, skip, found))
+    found.added = sorted(entry.path for entry in _walk(index, output_dir, node, skip, found))
     found.unreadable.sort()
     return found

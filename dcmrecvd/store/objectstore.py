@@ -115,9 +115,10 @@ def warn_if_index_on_nfs(settings: Settings) -> None:
 
 
 def reconcile_index(settings: Settings) -> None:
-    """Make the index list exactly the objects in the output directory (the files are the
-    truth): what a kill or a power cut left unlisted is added, what is gone is dropped.
-    Raises index.IndexFailure."""
+    """Make the index list exactly this node's objects in the output directory (the files
+    are the truth): what a kill or a power cut left unlisted is added, what is gone is
+    dropped, what another node sharing the directory stored is left out. Raises
+    index.IndexFailure."""
     if settings.index_path is None:
         return
     path = Path(settings.index_path)
@@ -126,22 +127,35 @@ def reconcile_index(settings: Settings) -> None:
         # completion was tracked, and must not each become an event.
         track = settings.events is not None and not listing.created
         fixed = index.reconcile(
-            listing, Path(settings.output_dir), skip=_not_objects(settings), track=track
+            listing,
+            Path(settings.output_dir),
+            node=nodename.resolve(settings.node_name),
+            skip=_not_objects(settings),
+            track=track,
         )
     if fixed.added or fixed.gone:
         LOG.warning(
-            "index %s: listed %d stored object(s) it lacked, dropped %d that are gone",
+            "index %s: listed %d stored object(s) it lacked, dropped %d that are gone,"
+            " left out %d of other nodes",
             path,
             len(fixed.added),
             len(fixed.gone),
+            fixed.others,
         )
+    elif fixed.others:
+        LOG.info("index %s: left out %d stored object(s) of other nodes", path, fixed.others)
 
 
 def check_index(settings: Settings) -> index.Reconciled:
     """What the index and the output directory disagree on; nothing is changed."""
     assert settings.index_path is not None
     with index.Index(Path(settings.index_path)) as listing:
-        return index.check(listing, Path(settings.output_dir), skip=_not_objects(settings))
+        return index.check(
+            listing,
+            Path(settings.output_dir),
+            node=nodename.resolve(settings.node_name),
+            skip=_not_objects(settings),
+        )
 
 
 # The elements the index lists besides the SOP UIDs.

@@ -7,7 +7,9 @@ temporary file. A temporary file's name carries the node and the process that wr
 and the file is flock()ed by that process, so `sweep` removes exactly the files of this
 node's processes that died (the kernel drops the lock), never those of a live receiver,
 nor any of another node sharing the output directory, whose locks this node may not see
-(NFS without lock service). docs/storage.md and docs/scale-out.md have the whole scheme.
+(NFS without lock service). Each temporary file, and so the object it becomes, is marked
+with the node's name in an extended attribute, so that a node's index leaves the other
+nodes' objects alone. docs/storage.md and docs/scale-out.md have the whole scheme.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from __future__ import annotations
 import ctypes
 import errno
 import fcntl
+import logging
 import os
 import re
 import secrets
@@ -27,6 +30,8 @@ from stat import S_ISDIR
 
 from dcmrecvd.store.directio import DirectWriter
 
+LOG = logging.getLogger("dcmrecv")
+
 SPOOL_DIRECTORY = ".dcmrecvd-spool"
 TEMP_PREFIX = ".dcmrecvd-"
 TEMP_SUFFIX = ".tmp"
@@ -37,6 +42,10 @@ _TEMP_NAME = re.compile(
     rf"{re.escape(TEMP_PREFIX)}(?:(?P<node>.+)\.[0-9]+\.)?[0-9a-f]{{16}}"
     rf"{re.escape(TEMP_SUFFIX)}"
 )
+
+# The node that stored an object, on its inode: link() and rename() keep it, and the
+# fsync of commit makes it durable with the inode (ext4 and XFS journal the change).
+NODE_ATTRIBUTE = "user.dcmrecvd.node"
 
 # The fsync in commit serialises the disk write-back of the whole object after the
 # transfer (about 0.5 s per GiB, on top of the receive). Past DIRECT_FROM bytes the
@@ -200,6 +209,43 @@ def start_writeback(fd: int, offset: int, length: int) -> None:
         raise OSError(error, os.strerror(error))
 
 
+# Spool directories whose file system refused NODE_ATTRIBUTE, so that this process tries
+# and warns once per directory; forked workers inherit it (a fact about the disk).
+_unmarkable: set[Path] = set()
+
+
+def _mark(spool: Spool, fd: int) -> None:
+    """Set NODE_ATTRIBUTE of the file `fd` to the node's name; where the file system has
+    no user extended attributes, warn once and go on without: the object is stored
+    all the same, and the node's objects are unmarked, as before marks existed."""
+    if spool.directory in _unmarkable:
+        return
+    try:
+        os.setxattr(fd, NODE_ATTRIBUTE, os.fsencode(spool.node))
+    except OSError as exc:
+        # Never a reason to refuse an object: without the mark it is stored as before
+        # marks existed (a write or fsync error that matters fails the store anyway).
+        _unmarkable.add(spool.directory)
+        LOG.warning(
+            "cannot mark objects in %s with their node (%s): objects stored there do not"
+            " carry node %s's name, and other nodes sharing the directory take them for"
+            " their own at their start (docs/scale-out.md)",
+            spool.directory.parent,
+            reason(exc),
+            spool.node,
+        )
+
+
+def stored_by(path: str) -> str | None:
+    """The node named in NODE_ATTRIBUTE of the file `path` (a symlink is not followed);
+    None when it has none (ENODATA), its file system keeps none, or it cannot be read:
+    all of them count as unmarked."""
+    try:
+        return os.fsdecode(os.getxattr(path, NODE_ATTRIBUTE, follow_symlinks=False))
+    except OSError:
+        return None
+
+
 # Tries at a locked temporary file that a concurrent sweep has not taken away.
 _CREATE_ATTEMPTS = 3
 
@@ -250,6 +296,11 @@ class TempFile:
         self._writeback_from: int | None = 0
         self._direct: DirectWriter | None = None
         self._direct_tried = False
+        try:
+            _mark(spool, self._fd)  # before any data, so no final name lacks it
+        except OSError:
+            self.discard()
+            raise
 
     def write(self, data: bytes | memoryview) -> None:
         view = memoryview(data)

@@ -2,17 +2,23 @@
 with a shared export: node a on 127.0.0.2 and node b on 127.0.0.3 (Linux routes all of
 127/8 to the loopback), each with its own node-name. No file is ever torn or lost:
 duplicates of one instance arriving at both nodes at once, a node's start-up sweep with
-the other node mid-receive, and a node killed in the middle of a push.
+the other node mid-receive, and a node killed in the middle of a push. Each node's index
+and completion events are its own: a node's start leaves the other node's objects out.
 """
 
 from __future__ import annotations
 
+import io
+import json
 import os
 import signal
+import sqlite3
+import subprocess
 import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager, suppress
+from contextlib import closing, contextmanager, suppress
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -23,7 +29,7 @@ from pynetdicom.association import Association
 
 from dcmrecvd.store import objectstore, storage
 from tests.support import dicomgen
-from tests.support.daemon import Daemon, children, dcmrecvd
+from tests.support.daemon import DCMRECVD, Daemon, children, dcmrecvd
 from tests.support.net import free_port
 from tests.support.streaming_peer import (
     BIG,
@@ -50,8 +56,24 @@ ANSWERED_BEFORE_KILL = 10
 DEADLINE = 60.0
 
 
-def node_conf(name: str, address: str, port: int, out: Path, duplicates: str) -> str:
-    return (
+@dataclass(frozen=True)
+class Tracking:
+    """A node's own index and events directory, with completion on."""
+
+    index: Path
+    events: Path
+
+
+def node_conf(
+    name: str,
+    address: str,
+    port: int,
+    out: Path,
+    duplicates: str,
+    *,
+    tracking: Tracking | None = None,
+) -> str:
+    text = (
         "[receiver]\n"
         f"port = {port}\n"
         f"bind-address = {address}\n"
@@ -59,19 +81,32 @@ def node_conf(name: str, address: str, port: int, out: Path, duplicates: str) ->
         f"node-name = {name}\n"
         "workers = 1\n"
         f"duplicates = {duplicates}\n"
-        "[logging]\n"
-        "destination = stderr\n"
     )
+    if tracking is not None:
+        text += (
+            f"index = {tracking.index}\n"
+            "[completion]\nseries-quiet = 1s\nstudy-quiet = 2s\n"
+            "[events]\nmanifests = series-complete study-complete\n"
+            f"directory = {tracking.events}\n"
+        )
+    return text + "[logging]\ndestination = stderr\n"
 
 
 @contextmanager
 def node(
-    home: Path, name_and_address: tuple[str, str], port: int, out: Path, duplicates: str
+    home: Path,
+    name_and_address: tuple[str, str],
+    port: int,
+    out: Path,
+    duplicates: str,
+    *,
+    tracking: Tracking | None = None,
 ) -> Iterator[Daemon]:
     """A dcmrecvd node until the block ends; `home` holds its configuration."""
     name, address = name_and_address
     home.mkdir()
-    with dcmrecvd(home, node_conf(name, address, port, out, duplicates)) as daemon:
+    text = node_conf(name, address, port, out, duplicates, tracking=tracking)
+    with dcmrecvd(home, text) as daemon:
         yield daemon
 
 
@@ -300,3 +335,125 @@ def test_a_node_killed_mid_push_loses_no_answered_instance(tmp_path: Path) -> No
     with node(tmp_path / "a-again", NODE_A, free_port(), out, "keep-first") as again:
         assert temp_files(out) == []
     assert f"removed {len(left_by_a)} temporary file(s)" in again.log()
+
+
+def study(uid: str, instances: int) -> list[Dataset]:
+    """The instances of a study of one series."""
+    datasets = []
+    for n in range(1, instances + 1):
+        ds = dataset(f"{uid}.1.{n}")
+        ds.StudyInstanceUID = uid
+        ds.SeriesInstanceUID = f"{uid}.1"
+        datasets.append(ds)
+    return datasets
+
+
+def store_at(address: str, port: int, datasets: list[Dataset]) -> None:
+    with association(address, port) as assoc:
+        assert [int(assoc.send_c_store(ds).Status) for ds in datasets] == [0x0000] * len(datasets)
+
+
+def left_unlisted(out: Path, name: str, datasets: list[Dataset]) -> None:
+    """What node `name` leaves when it dies between storing objects and listing them:
+    files its store code wrote (so marked as its own) that its index does not have."""
+    spool = storage.Spool(storage.spool_directory(str(out)), name)
+    for ds in datasets:
+        buffer = io.BytesIO()
+        ds.save_as(buffer, enforce_file_format=True)
+        temp = storage.TempFile(spool)
+        try:
+            temp.write(buffer.getvalue())
+            temp.commit(out / name_of(ds.SOPInstanceUID), replace=False)
+        finally:
+            temp.discard()
+
+
+def paths_of(out: Path, datasets: list[Dataset]) -> set[str]:
+    return {str(out / name_of(ds.SOPInstanceUID)) for ds in datasets}
+
+
+def completions(events: Path) -> list[tuple[str, str]]:
+    """The series and studies completed, as the manifests in `events`/new/ say."""
+    new = events / "new"
+    manifests = [json.loads(p.read_text()) for p in new.iterdir()] if new.is_dir() else []
+    return sorted(
+        (m["event"], m.get("series_instance_uid") or m["study_instance_uid"]) for m in manifests
+    )
+
+
+def completed(uid: str) -> list[tuple[str, str]]:
+    return [("series-complete", f"{uid}.1"), ("study-complete", uid)]
+
+
+def query(index: Path, sql: str) -> list[tuple[object, ...]]:
+    with closing(sqlite3.connect(index)) as db:
+        return db.execute(sql).fetchall()
+
+
+def test_a_restarted_node_lists_and_completes_only_its_own_objects(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    port = free_port()
+    a_tracking = Tracking(tmp_path / "a-index.sqlite", tmp_path / "a-events")
+    b_tracking = Tracking(tmp_path / "b-index.sqlite", tmp_path / "b-events")
+    ours = study("1.2.3.19.4.1", 2)
+    unlisted = study("1.2.3.19.4.2", 2)
+    theirs = study("1.2.3.19.4.3", 3)
+    with node(tmp_path / "b", NODE_B, port, out, "keep-first", tracking=b_tracking) as b:
+        with node(tmp_path / "a", NODE_A, port, out, "keep-first", tracking=a_tracking) as a:
+            store_at(NODE_A[1], port, ours)
+            until(
+                lambda: completions(a_tracking.events) == completed("1.2.3.19.4.1"),
+                "node a completed its study",
+            )
+            until(
+                lambda: (
+                    query(a_tracking.index, "SELECT 1 FROM deliveries WHERE state != 'done'") == []
+                ),
+                "node a's deliveries done",
+            )
+            kill_node(a)
+        left_unlisted(out, NODE_A[0], unlisted)
+        store_at(NODE_B[1], port, theirs)
+        until(
+            lambda: completions(b_tracking.events) == completed("1.2.3.19.4.3"),
+            "node b completed its study",
+        )
+        assert {storage.stored_by(path) for path in paths_of(out, theirs)} == {NODE_B[0]}
+        checked = subprocess.run(
+            [DCMRECVD, "--config", str(a.conf), "--check-index"],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert checked.returncode == 1, checked.stderr
+        assert checked.stdout.splitlines()[:-1] == [
+            f"not listed: {path}" for path in sorted(paths_of(out, unlisted))
+        ]
+        assert checked.stdout.endswith(": 2 not listed, 0 gone, 3 of other nodes\n")
+        a_again = tmp_path / "a-again"
+        with node(a_again, NODE_A, port, out, "keep-first", tracking=a_tracking) as again:
+            until(
+                lambda: (
+                    completions(a_tracking.events)
+                    == sorted(completed("1.2.3.19.4.1") + completed("1.2.3.19.4.2"))
+                ),
+                "node a completed the study it had not listed",
+            )
+            assert again.stop() == 0
+        assert b.stop() == 0
+    assert (
+        "listed 2 stored object(s) it lacked, dropped 0 that are gone, left out 3 of other nodes"
+        in again.log()
+    )
+    listed = {path for (path,) in query(a_tracking.index, "SELECT path FROM objects")}
+    assert listed == paths_of(out, ours) | paths_of(out, unlisted)
+    # Node b's study never opened in node a's index: no event for it can ever come.
+    assert query(a_tracking.index, "SELECT study_instance_uid FROM studies ORDER BY 1") == [
+        ("1.2.3.19.4.1",),
+        ("1.2.3.19.4.2",),
+    ]
+    assert completions(a_tracking.events) == sorted(
+        completed("1.2.3.19.4.1") + completed("1.2.3.19.4.2")
+    )
+    assert completions(b_tracking.events) == completed("1.2.3.19.4.3")

@@ -18,6 +18,9 @@ from dcmrecvd.store.index import Entry, Index, IndexFailure
 from tests.support import dicomgen
 
 FORK = multiprocessing.get_context("fork")
+# This node's name, and another node's sharing its output directory.
+NODE = "node-a"
+OTHER = "node-b"
 
 
 def entry(path: str, sop_instance: str = "1.2.3.4.9", **changes: Any) -> Entry:
@@ -299,7 +302,7 @@ def test_reconcile_adds_forgets_and_leaves_the_rest_alone(store: Store) -> None:
     kept = entry(f"{out}/obj000.dcm", "1.2.3.4.0", calling_ae="MODALITY")
     store.db.record(kept)
 
-    result = index.reconcile(store.db, store.out, skip=store.skip)
+    result = index.reconcile(store.db, store.out, node=NODE, skip=store.skip)
 
     added = [f"{out}/20240115/obj000.dcm", f"{out}/20240115/obj001.dcm"]
     added += [f"{out}/obj001.dcm", f"{out}/obj002.dcm"]
@@ -316,10 +319,10 @@ def test_reconcile_adds_forgets_and_leaves_the_rest_alone(store: Store) -> None:
 
 def test_reconcile_twice_changes_nothing_the_second_time(store: Store) -> None:
     store.db.record(entry(f"{store.out}/CT.gone"))
-    first = index.reconcile(store.db, store.out, skip=store.skip)
+    first = index.reconcile(store.db, store.out, node=NODE, skip=store.skip)
     assert first.added and first.gone
     rows = store.rows()
-    second = index.reconcile(store.db, store.out, skip=store.skip)
+    second = index.reconcile(store.db, store.out, node=NODE, skip=store.skip)
     assert (second.added, second.gone) == ([], [])
     assert store.rows() == rows
 
@@ -327,7 +330,7 @@ def test_reconcile_twice_changes_nothing_the_second_time(store: Store) -> None:
 def test_reconcile_keeps_a_row_in_a_skipped_directory(store: Store) -> None:
     spooled = str(store.spool / "obj000.dcm")
     store.db.record(entry(spooled))
-    result = index.reconcile(store.db, store.out, skip=store.skip)
+    result = index.reconcile(store.db, store.out, node=NODE, skip=store.skip)
     assert spooled not in result.gone
     assert spooled in store.db.paths()
 
@@ -335,7 +338,52 @@ def test_reconcile_keeps_a_row_in_a_skipped_directory(store: Store) -> None:
 def test_check_reports_what_reconcile_would_do_and_changes_nothing(store: Store) -> None:
     store.db.record(entry(f"{store.out}/CT.gone"))
     rows = store.rows()
-    checked = index.check(store.db, store.out, skip=store.skip)
+    checked = index.check(store.db, store.out, node=NODE, skip=store.skip)
     assert store.rows() == rows
     assert checked.added and checked.gone and checked.unreadable
-    assert index.reconcile(store.db, store.out, skip=store.skip) == checked
+    assert index.reconcile(store.db, store.out, node=NODE, skip=store.skip) == checked
+
+
+def marked(path: Path, node: str) -> Path:
+    os.setxattr(path, storage.NODE_ATTRIBUTE, node.encode())
+    return path
+
+
+def test_the_walk_leaves_out_another_nodes_objects_and_adopts_its_own_and_unmarked(
+    tmp_path: Path,
+) -> None:
+    """Nodes sharing an output directory: an object another node stored is neither listed
+    nor tracked, nor reported as unlisted; this node's own unlisted object (a crash between
+    its store and its row) and an unmarked one (from before marks, or put there by hand)
+    are listed and open their series."""
+    out = tmp_path / "out"
+    out.mkdir()
+    series = {"theirs": "1.2.3.5.1", "ours": "1.2.3.5.2", "unmarked": "1.2.3.5.3"}
+    paths = {}
+    for name, uid in series.items():
+        ds = dicomgen.part10(dicomgen.Spec(dicomgen.CT, f"{uid}.1"))
+        ds.SeriesInstanceUID = uid
+        ds.save_as(out / f"{name}.dcm", enforce_file_format=True)
+        paths[name] = str(out / f"{name}.dcm")
+    marked(out / "theirs.dcm", OTHER)
+    marked(out / "ours.dcm", NODE)
+    adopted = sorted([paths["ours"], paths["unmarked"]])
+    with Index(tmp_path / "index.db") as db:
+        checked = index.check(db, out, node=NODE, skip=lambda _path: False)
+        assert (checked.added, checked.others) == (adopted, 1)
+        assert db.paths() == set()
+        found = index.reconcile(db, out, node=NODE, skip=lambda _path: False, track=True)
+        assert found == index.Reconciled(added=adopted, others=1)
+        assert db.paths() == set(adopted)
+        tracked = db.transaction(
+            lambda c: c.execute("SELECT series_instance_uid FROM series ORDER BY 1").fetchall(),
+            write=False,
+        )
+        assert tracked == [(series["ours"],), (series["unmarked"],)]
+        # The other node's object is left out at every start, and never counts as gone.
+        again = index.reconcile(db, out, node=NODE, skip=lambda _path: False, track=True)
+        assert again == index.Reconciled(others=1)
+    # To the other node, this node's object is the other one.
+    with Index(tmp_path / "other.db") as db:
+        theirs = index.check(db, out, node=OTHER, skip=lambda _path: False)
+        assert (theirs.added, theirs.others) == (sorted([paths["theirs"], paths["unmarked"]]), 1)

@@ -12,6 +12,7 @@ import pytest
 from dcmrecvd import nodename
 from dcmrecvd.settings import Settings
 from dcmrecvd.store import objectstore, storage
+from tests.support import dicomgen
 
 
 def test_the_output_directory_check_gives_dcmtks_reasons(tmp_path: Path) -> None:
@@ -68,3 +69,25 @@ def test_join_path_is_dcmtks_combine_dir_and_filename() -> None:
     assert objectstore.join_path("", "CT.1") == "CT.1"
     assert objectstore.join_path("out/", "CT.1") == "out/CT.1"
     assert objectstore.join_path("/data/in", "CT.1") == "/data/in/CT.1"
+
+
+def test_reconciling_the_index_leaves_out_other_nodes_objects_and_says_how_many(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    out = tmp_path / "out"
+    files = dicomgen.write_all([dicomgen.Spec(dicomgen.CT, f"1.2.3.6.{n}") for n in range(3)], out)
+    for path in files[1:]:
+        os.setxattr(path, storage.NODE_ATTRIBUTE, b"there")
+    listing = tmp_path / "index.sqlite"
+    settings = Settings(output_dir=str(out), index_path=str(listing), node_name="here")
+    checked = objectstore.check_index(settings)
+    assert (checked.added, checked.others) == ([str(files[0])], 2)
+    with caplog.at_level(logging.INFO, logger="dcmrecv"):
+        objectstore.reconcile_index(settings)
+        objectstore.reconcile_index(settings)
+    assert caplog.messages == [
+        f"index {listing}: listed 1 stored object(s) it lacked, dropped 0 that are gone,"
+        " left out 2 of other nodes",
+        f"index {listing}: left out 2 stored object(s) of other nodes",
+    ]
+    assert [r.levelno for r in caplog.records] == [logging.WARNING, logging.INFO]

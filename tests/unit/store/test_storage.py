@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import fcntl
 import io
+import logging
 import os
 import zlib
 from pathlib import Path
@@ -198,6 +199,64 @@ def test_a_temp_file_is_named_for_its_node_and_process(tmp_path: Path) -> None:
     assert other.path != temp.path
     temp.discard()
     other.discard()
+
+
+@pytest.mark.parametrize("replace", [True, False])
+def test_a_committed_object_carries_its_nodes_name(tmp_path: Path, replace: bool) -> None:
+    temp = storage.TempFile(spool_in(tmp_path))
+    temp.write(b"data")
+    temp.commit(tmp_path / "CT.1", replace=replace)
+    assert os.getxattr(tmp_path / "CT.1", storage.NODE_ATTRIBUTE) == NODE.encode()
+    assert storage.stored_by(str(tmp_path / "CT.1")) == NODE
+
+
+def test_an_unmarked_or_missing_file_is_stored_by_no_node(tmp_path: Path) -> None:
+    (tmp_path / "by-hand.dcm").write_bytes(b"data")
+    assert storage.stored_by(str(tmp_path / "by-hand.dcm")) is None
+    assert storage.stored_by(str(tmp_path / "missing.dcm")) is None
+
+
+def without_user_attributes(
+    monkeypatch: pytest.MonkeyPatch, error: int
+) -> list[tuple[int, str, bytes]]:
+    """Make setxattr fail with `error`, as on a file system without user extended
+    attributes (NFSv3, tmpfs before Linux 6.6); the calls it got."""
+    calls: list[tuple[int, str, bytes]] = []
+
+    def refused(fd: int, attribute: str, value: bytes) -> None:
+        calls.append((fd, attribute, value))
+        raise OSError(error, os.strerror(error))
+
+    monkeypatch.setattr(os, "setxattr", refused)
+    monkeypatch.setattr(storage, "_unmarkable", set())
+    return calls
+
+
+@pytest.mark.parametrize(
+    "error",
+    # No user xattrs on the file system (NFSv3, tmpfs before Linux 6.6); a file whose
+    # owner may not write it (a umask of 0277); anything else.
+    [errno.EOPNOTSUPP, errno.EACCES, errno.EIO],
+)
+def test_objects_that_cannot_be_marked_are_stored_unmarked_and_it_warns_once(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    error: int,
+) -> None:
+    calls = without_user_attributes(monkeypatch, error)
+    spool = spool_in(tmp_path)
+    with caplog.at_level(logging.WARNING, logger="dcmrecv"):
+        for n in range(3):
+            temp = storage.TempFile(spool)
+            temp.write(b"data")
+            temp.commit(tmp_path / f"CT.{n}", replace=False)
+    assert [(tmp_path / f"CT.{n}").read_bytes() for n in range(3)] == [b"data"] * 3
+    assert all(storage.stored_by(str(tmp_path / f"CT.{n}")) is None for n in range(3))
+    assert leftovers(spool) == []
+    assert len(calls) == 1
+    [warning] = caplog.messages
+    assert f"cannot mark objects in {tmp_path} with their node ({os.strerror(error)})" in warning
 
 
 @pytest.mark.parametrize(
