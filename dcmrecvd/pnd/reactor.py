@@ -285,9 +285,10 @@ class BlockingDUL(DULServiceProvider):
         self._recv_pdu.put(pdu)
 
     def _closed_mid_pdu(self, exc: OSError) -> None:
-        # A peer that resets its connection (a balancer's health check does, by
-        # default) is the peer's doing, not a fault here: one line, no traceback.
-        _DUL_LOG.error("Connection closed before the entire PDU was received: %s", exc)
+        _DUL_LOG.error("Connection closed before the entire PDU was received")
+        # pynetdicom logs the exception with its traceback; a peer that resets its
+        # connection (a balancer's health check does, by default) needs none.
+        LOG.error("%s", exc)
         self.event_queue.put("Evt17")
 
     def _raw_pdus_watched(self) -> bool:
