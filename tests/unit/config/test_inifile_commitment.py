@@ -3,12 +3,14 @@ values, defaults, and errors with their line."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
 
 from dcmrecvd.config import inifile
 from dcmrecvd.settings import CommitmentSettings, ReportDestination
+from tests.support.paths import REPO
 
 # Three lines: the first line of a test's own text is line 4.
 HEAD = "[receiver]\noutput-directory = {tmp}/in\nindex = {tmp}/in/.index.sqlite\n"
@@ -120,3 +122,16 @@ def test_commitment_needs_the_index(tmp_path: Path) -> None:
     error = error_of(tmp_path, "[receiver]\noutput-directory = x\n\n[commitment]\n", head="")
     assert error.line == 4
     assert "set index in [receiver]" in error.reason
+
+
+def test_the_shipped_file_leaves_it_off_and_its_examples_parse(tmp_path: Path) -> None:
+    shipped = REPO / "etc/dcmrecvd/dcmrecvd.conf"
+    assert inifile.load(shipped).settings.commitment is None
+    text = shipped.read_text()
+    examples = text[text.index("# Storage Commitment") :]
+    # The commented sections and keys, as an administrator would uncomment them.
+    lines = re.findall(r"^# (\[.*\]|[a-z-]+ = .*)$", examples, re.MULTILINE)
+    found = commitment_of(tmp_path, "\n".join(lines) + "\n")
+    assert found == CommitmentSettings(
+        destinations=(("ct-scanner-reports", ReportDestination("10.20.0.5", 104, "CT02")),)
+    )
