@@ -4,6 +4,8 @@ due, a restart with reports pending, re-reading files, and commitment off."""
 
 from __future__ import annotations
 
+import os
+import signal
 import sqlite3
 from contextlib import closing
 from dataclasses import dataclass
@@ -13,7 +15,8 @@ import pytest
 
 from tests.support import commitment as modality
 from tests.support import dicomgen, waiting
-from tests.support.daemon import conf, ct, dcmrecvd, requestor
+from tests.support.daemon import DCMRECVD, Notifications, conf, ct, dcmrecvd, requestor
+from tests.support.journald import private_journald
 from tests.support.net import free_port
 
 pytestmark = pytest.mark.slow
@@ -206,3 +209,51 @@ def test_without_commitment_the_sop_class_is_not_accepted(setup: Setup) -> None:
         finally:
             if assoc.is_established:
                 assoc.release()
+
+
+@pytest.mark.interop
+def test_requests_and_reports_carry_their_fields_in_the_journal(setup: Setup) -> None:
+    """A private journald (root only): the request's line from a worker, the failed
+    delivery's and the report's from the commitment process, tied by their fields."""
+    uid = "1.2.826.0.1.3680043.10.7.1"
+    transaction = "1.2.826.0.1.3680043.10.9.7"
+    path = setup.tmp / "d.conf"
+    path.write_text(
+        setup.config("retry-delay = 1s\n").replace("destination = stderr", "destination = journal")
+    )
+    notify = Notifications(setup.tmp / "notify.sock")
+    there = modality.Reports()
+    with private_journald(setup.tmp) as journal:
+        # PYTHONPATH too: the daemon must run the code under test.
+        kept = {k: os.environ[k] for k in ("PATH", "PYTHONPATH") if k in os.environ}
+        proc = journal.run(
+            [DCMRECVD, "--config", str(path)], {**kept, "NOTIFY_SOCKET": str(notify.path)}
+        )
+        try:
+            notify.wait_for(lambda m: m.get("READY") == "1")
+            store(setup.port, [uid])
+            ask(setup.port, transaction, [(CT, uid), (CT, "1.2.826.0.1.3680043.10.7.2")])
+            waiting.until(lambda: setup.attempts(transaction) >= 1, "a failed delivery")
+            with modality.report_scp(setup.report_port, there):
+                report_of(there, transaction)
+                waiting.until(lambda: setup.state(transaction) == "done", "marked delivered")
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(timeout=DEADLINE) == 0
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+            proc.communicate(timeout=DEADLINE)
+            notify.close()
+        entries = journal.entries("SYSLOG_IDENTIFIER=dcmrecvd", f"TRANSACTION_UID={transaction}")
+    by_start = {str(e["MESSAGE"]).split(":")[0].split(" for ")[0]: e for e in entries}
+    received = by_start["Received Storage Commitment Request"]
+    failed = by_start["Storage Commitment report not delivered"]
+    sent = by_start["Sent Storage Commitment Report to MODALITY@127.0.0.1"]
+    assert received["COMMITMENT_ID"] == failed["COMMITMENT_ID"] == sent["COMMITMENT_ID"]
+    assert received["DICOM_CALLING_AET"] == sent["DICOM_CALLING_AET"] == "MODALITY"
+    assert received["PEER_ADDR"] == "127.0.0.1"
+    assert int(str(failed["ATTEMPTS"])) >= 1
+    assert failed["PRIORITY"] == "4"  # warning
+    assert sent["EVENT_TYPE_ID"] == "2"
+    # The request from a worker, the deliveries from the commitment process.
+    assert received["_PID"] != sent["_PID"] == failed["_PID"]
