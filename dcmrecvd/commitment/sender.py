@@ -8,7 +8,10 @@ accepts the association.
 
 from __future__ import annotations
 
+import logging
 import ssl
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
@@ -36,6 +39,34 @@ class Outcome:
     detail: str
 
 
+class _Said(logging.Handler):
+    """Keeps the text of what pynetdicom warns of or reports as an error."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(record.getMessage())
+
+
+@contextmanager
+def _pynetdicom_said() -> Iterator[list[str]]:
+    """What pynetdicom warns of while delivering, kept for the outcome instead of logged:
+    a modality down for hours would otherwise log its errors at every attempt, beside
+    the one line that says what failed and when it is tried again."""
+    library = logging.getLogger("pynetdicom")
+    said = _Said()
+    propagate = library.propagate
+    library.addHandler(said)
+    library.propagate = False
+    try:
+        yield said.lines
+    finally:
+        library.removeHandler(said)
+        library.propagate = propagate
+
+
 def deliver(
     made: Report,
     to: Address,
@@ -54,6 +85,22 @@ def deliver(
     ae.network_timeout = timeouts.dimse
     ae.add_requested_context(SOP_CLASS, [ExplicitVRLittleEndian, ImplicitVRLittleEndian])
     where = f"{to.aetitle}@{to.host}:{to.port}{' (TLS)' if context else ''}"
+    with _pynetdicom_said() as said:
+        outcome = _deliver(ae, made, to=to, where=where, aetitle=aetitle, context=context)
+    if said and not outcome.delivered:
+        return Outcome(False, f"{outcome.detail} ({'; '.join(said)})")
+    return outcome
+
+
+def _deliver(
+    ae: AE,
+    made: Report,
+    *,
+    to: Address,
+    where: str,
+    aetitle: str,
+    context: ssl.SSLContext | None,
+) -> Outcome:
     try:
         assoc = ae.associate(
             to.host,

@@ -3,6 +3,7 @@ the role the receiver proposes, the requester's answers, and DICOM TLS."""
 
 from __future__ import annotations
 
+import logging
 import ssl
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -101,10 +102,17 @@ def test_a_failure_answer_is_not_a_delivery() -> None:
     assert len(taken) == 1
 
 
-def test_a_modality_that_is_down_is_not_a_delivery() -> None:
-    outcome = deliver(free_port())
+def test_a_modality_that_is_down_is_not_a_delivery_and_says_why_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    with caplog.at_level(logging.DEBUG):
+        outcome = deliver(free_port())
     assert not outcome.delivered
     assert f"CT1@{LOCALHOST}" in outcome.detail
+    # pynetdicom's own error lines are in the outcome, not in the log.
+    assert "Connection refused" in outcome.detail
+    assert [r for r in caplog.records if r.name.startswith("pynetdicom")] == []
+    assert logging.getLogger("pynetdicom").propagate
 
 
 def test_a_modality_that_refuses_the_sop_class_is_not_a_delivery() -> None:
