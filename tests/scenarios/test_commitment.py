@@ -7,11 +7,13 @@ from __future__ import annotations
 import os
 import signal
 import sqlite3
+import urllib.request
 from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.support import commitment as modality
 from tests.support import dicomgen, waiting
@@ -35,9 +37,9 @@ class Setup:
     # Where the modality takes reports on new associations.
     report_port: int
 
-    def config(self, commitment: str = "", **receiver: str) -> str:
+    def config(self, commitment: str = "", more: str = "", **receiver: str) -> str:
         extra = (
-            f"[commitment]\n{commitment}"
+            f"{more}[commitment]\n{commitment}"
             "[peer modality]\ncalling-aetitle = MODALITY\n"
             f"commitment-host = 127.0.0.1\ncommitment-port = {self.report_port}\n"
         )
@@ -119,10 +121,23 @@ def test_the_report_on_the_requests_own_association(setup: Setup) -> None:
         assert setup.attempts("1.2.826.0.1.3680043.10.9.1") == 0
 
 
+def metrics(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """The daemon's metrics now: (sample name, labels) -> value."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=DEADLINE) as answer:
+        text = answer.read().decode()
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
 def test_the_report_on_a_new_association_with_the_reasons_of_failures(setup: Setup) -> None:
     uids = [f"1.2.826.0.1.3680043.10.2.{n}" for n in range(4)]
     there = modality.Reports()
-    with dcmrecvd(setup.tmp, setup.config()), modality.report_scp(setup.report_port, there):
+    metrics_port = free_port()
+    text = setup.config(more=f"[metrics]\nport = {metrics_port}\n")
+    with dcmrecvd(setup.tmp, text), modality.report_scp(setup.report_port, there):
         store(setup.port, uids)
         transaction = "1.2.826.0.1.3680043.10.9.2"
         ask(setup.port, transaction, [(CT, uid) for uid in uids])
@@ -144,6 +159,16 @@ def test_the_report_on_a_new_association_with_the_reasons_of_failures(setup: Set
             (MR, uids[1], 0x0119),
             (CT, "1.2.826.0.1.3680043.10.2.99", 0x0112),
         ]
+        # Counted by the workers (requests) and the commitment process (reports).
+        reports = ("dcmrecvd_commitment_reports_total", (("route", "new-association"),))
+        waiting.until(lambda: metrics(metrics_port).get(reports) == 2, "2 reports counted")
+        counted = metrics(metrics_port)
+        assert counted[("dcmrecvd_commitment_requests_total", (("result", "accepted"),))] == 2
+        stored = ("dcmrecvd_commitment_instances_total", (("result", "stored"),))
+        failed = ("dcmrecvd_commitment_instances_total", (("result", "failed"),))
+        assert (counted[stored], counted[failed]) == (5, 3)
+        pending = ("dcmrecvd_commitment_pending", ())
+        waiting.until(lambda: metrics(metrics_port).get(pending) == 0, "none pending")
 
 
 def test_a_modality_down_when_its_report_is_due_gets_it_once_back(setup: Setup) -> None:
