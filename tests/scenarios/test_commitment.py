@@ -282,3 +282,21 @@ def test_requests_and_reports_carry_their_fields_in_the_journal(setup: Setup) ->
     assert sent["EVENT_TYPE_ID"] == "2"
     # The request from a worker, the deliveries from the commitment process.
     assert received["_PID"] != sent["_PID"] == failed["_PID"]
+
+
+def test_a_corrected_destination_applies_to_reports_already_waiting(setup: Setup) -> None:
+    uid = "1.2.826.0.1.3680043.10.8.1"
+    transaction = "1.2.826.0.1.3680043.10.9.8"
+    wrong = setup.report_port
+    with dcmrecvd(setup.tmp, setup.config("retry-delay = 1s\n")) as daemon:
+        store(setup.port, [uid])
+        ask(setup.port, transaction, [(CT, uid)])
+        waiting.until(lambda: setup.attempts(transaction) >= 1, "a failed delivery", DEADLINE)
+        setup.report_port = free_port()
+        daemon.conf.write_text(setup.config("retry-delay = 1s\n"))
+        there = modality.Reports()
+        with modality.report_scp(setup.report_port, there):
+            daemon.proc.send_signal(signal.SIGHUP)
+            report = report_of(there, transaction)
+        assert report.stored() == [(CT, uid)]
+    assert f"127.0.0.1:{wrong}" in daemon.log()
