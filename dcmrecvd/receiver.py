@@ -32,6 +32,8 @@ from pynetdicom.pdu_primitives import (
 )
 
 from dcmrecvd import dumps, logfields
+from dcmrecvd.commitment import model as commitment_model
+from dcmrecvd.commitment import scp as commitment
 from dcmrecvd.config import access
 from dcmrecvd.metrics.snapshot import OTHER_PEER
 from dcmrecvd.negotiation import (
@@ -47,6 +49,7 @@ from dcmrecvd.negotiation import (
 )
 from dcmrecvd.pnd import (
     association,
+    dispatch,
     fastpath,
     streaming,
 )
@@ -151,6 +154,8 @@ class _Association:
     live: Live = field(default_factory=Live)
     # A balancer's health check (PROXY v2 LOCAL): not admitted by rules, not counted.
     check: bool = False
+    # Who asks for Storage Commitment on it, and whether its report may come back on it.
+    requester: commitment.Requester | None = None
 
 
 # The association of a request whose association is not known (never in practice).
@@ -191,6 +196,14 @@ class Receiver:
         # Admission counts associations itself, across reloads (pynetdicom counts per AE).
         self.ae.maximum_associations = association.UNLIMITED_ASSOCIATIONS
         self.store = objectstore.ObjectStore(settings, self.stats)
+        self.commitment: commitment.CommitmentScp | None = None
+        if settings.commitment is not None:
+            assert self.store.index is not None  # the configuration requires it
+            self.commitment = commitment.CommitmentScp(settings, self.store.index, self.stats)
+            self.profile = profile = commitment.serving(profile)
+            self.peer_profiles = {
+                name: commitment.serving(served) for name, served in self.peer_profiles.items()
+            }
         for served in (profile, *self.peer_profiles.values()):
             association.register_storage_classes(served)
         # Built once and given to every association: pynetdicom only reads an acceptor's
@@ -335,7 +348,14 @@ class Receiver:
                 )
             )
         self._by_id[info.identity] = info
-        association.on_accept(event.assoc, self._sink, self._refuse_request, self._serve_store)
+        info.requester = _requester(event, info, outcome)
+        association.on_accept(
+            event.assoc,
+            self._sink,
+            self._refuse_request,
+            self._serve_store,
+            self._on_action if self.commitment is not None else None,
+        )
         self._apply(event, outcome, profile)
 
     def _on_closed(self, event: Event) -> None:
@@ -471,6 +491,18 @@ class Receiver:
         LOG.info("Sending C-ECHO Response (Success)")
         return objectstore.SUCCESS
 
+    def _on_action(self, request: dispatch.ActionRequest) -> tuple[int, dispatch.FollowUp | None]:
+        """An N-ACTION: Storage Commitment's, answered by the commitment SCP."""
+        requester = self._current().requester
+        assert self.commitment is not None and requester is not None
+        LOG.info("Received N-ACTION Request (Action Type ID %s)", request.action_type)
+        return self.commitment.on_action(
+            requester,
+            (request.sop_class_uid, request.sop_instance_uid),
+            request.action_type,
+            request.information,
+        )
+
     def _refuse_request(self, field: int) -> None:
         LOG.error(
             "cannot handle this kind of DIMSE command (0x%04x), we are a Storage SCP only", field
@@ -541,6 +573,22 @@ class Receiver:
     def proxy_refused(self, reason: str) -> None:
         """A listener of this receiver closed a connection for its PROXY header."""
         self.stats.proxy_refused(reason)
+
+
+def _requester(event: Event, info: _Association, outcome: Outcome) -> commitment.Requester:
+    """Who the association is for Storage Commitment: its report may come back on it
+    when its requestor took the SCP role of the SOP class too."""
+    rq = cast(A_ASSOCIATE, event.assoc.requestor.primitive)
+    return commitment.Requester(
+        calling_ae=rq.calling_ae_title,
+        called_ae=rq.called_ae_title,
+        address=event.assoc.requestor.address,
+        peer="" if info.peer == OTHER_PEER else info.peer,
+        report_here=any(
+            reply.sop_class_uid == commitment_model.SOP_CLASS and reply.scp_role
+            for reply in outcome.role_replies
+        ),
+    )
 
 
 def _answered(

@@ -188,6 +188,32 @@ class EventSettings:
 
 
 @dataclass(frozen=True)
+class ReportDestination:
+    """Where a [peer]'s Storage Commitment reports go when its association is gone."""
+
+    host: str
+    port: int
+    # None: the calling AE title of the request.
+    aetitle: str | None = None
+    # Over DICOM TLS, with the [tls] certificate and trust.
+    tls: bool = False
+
+
+@dataclass(frozen=True)
+class CommitmentSettings:
+    """[commitment]: Storage Commitment requests and the reports they get (in the index)."""
+
+    # Re-read each file's File Meta before saying that it is stored.
+    verify: bool = False
+    # The wait after a failed delivery of a report: doubled at each failure, up to an hour.
+    retry_delay: float = 30.0
+    # A report not delivered this long after its request is given up.
+    give_up_after: float = 24 * 3600.0
+    # The [peer] rules' destinations, by rule name.
+    destinations: tuple[tuple[str, ReportDestination], ...] = ()
+
+
+@dataclass(frozen=True)
 class Settings:
     """One receiver's configuration."""
 
@@ -219,6 +245,8 @@ class Settings:
     index_path: str | None = None
     # dcmrecvd: completion, manifests and hooks (they need the index); None: none.
     events: EventSettings | None = None
+    # dcmrecvd: Storage Commitment (it needs the index); None: the SOP class is not served.
+    commitment: CommitmentSettings | None = None
     extension: str = ""
     storage: StorageMode = StorageMode.NORMAL
     # A second object under an existing file name (+fd, +fst; unique schemes never clash).

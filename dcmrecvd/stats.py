@@ -90,3 +90,7 @@ class Stats:
     def live(self, association: Identity) -> Live:
         """The live entry of an association just accepted."""
         return Live()
+
+    def commitment(self, counter: str, count: int = 1) -> None:
+        """Storage Commitment counted `count` more of `counter` (one of
+        metrics.snapshot.COMMITMENT_COUNTERS)."""

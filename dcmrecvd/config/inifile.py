@@ -5,7 +5,8 @@ section, optional `[metrics]` (the Prometheus endpoint) and `[status]` (the sock
 `dcmrecvd status` reads) sections, and any number of `[profile NAME]` sections. A
 profile either lists its SOP classes and transfer syntaxes itself, or points at a DCMTK
 asconfig file and one of its profiles. `[completion]`, `[events]` and `[hook NAME]`
-sections turn on series and study completion, manifests and hooks (Settings.events).
+sections turn on series and study completion, manifests and hooks (Settings.events);
+`[commitment]` turns on Storage Commitment (Settings.commitment).
 Nothing is required: an empty file serves Verification and every storage SOP class with
 every transfer syntax on port 11112 into ./incoming, so the common case is three lines
 (`[receiver]`, `port = ...`, `output-directory = ...`).
@@ -44,6 +45,7 @@ from dcmrecvd.profiles import (
 from dcmrecvd.settings import (
     MAX_PDU,
     MIN_PDU,
+    CommitmentSettings,
     CompletionRule,
     CrlCheck,
     DuplicatePolicy,
@@ -53,6 +55,7 @@ from dcmrecvd.settings import (
     LogLevel,
     NamingScheme,
     PeerCertificate,
+    ReportDestination,
     Settings,
     StorageMode,
     SubdirMode,
@@ -390,9 +393,14 @@ _RULE_FIELDS: dict[str, tuple[str, Callable[[str], object]]] = {
     "required-modalities": ("required_modalities", _modalities),
 }
 _RULE_KEYS = frozenset(_RULE_FIELDS)
+# A [peer NAME]'s Storage Commitment report destination.
+_COMMITMENT_PEER_KEYS = frozenset(
+    {"commitment-aetitle", "commitment-host", "commitment-port", "commitment-tls"}
+)
 _PEER_KEYS = (
     frozenset({"calling-aetitle", "addresses", "called-aetitles", "profile", "max-associations"})
     | _RULE_KEYS
+    | _COMMITMENT_PEER_KEYS
 )
 _LOGGING_KEYS: dict[str, tuple[str, Callable[[str], object]]] = {
     "level": ("log_level", _enum(LogLevel)),
@@ -872,6 +880,76 @@ def _events(reader: _Reader, settings: Settings, profile: str) -> EventSettings 
     return events
 
 
+# --- storage commitment ------------------------------------------------------------------
+
+_COMMITMENT_FIELDS: dict[str, tuple[str, Callable[[str], object]]] = {
+    "verify": ("verify", _boolean),
+    "retry-delay": ("retry_delay", duration),
+    "give-up-after": ("give_up_after", duration),
+}
+
+
+def _destination(reader: _Reader, section: str, settings: Settings) -> ReportDestination | None:
+    """A [peer NAME]'s report destination; None when it sets none."""
+    values = reader.parser[section]
+    if not _COMMITMENT_PEER_KEYS & set(values):
+        return None
+    for key in ("commitment-host", "commitment-port"):
+        if not values.get(key):
+            raise reader.error(
+                section,
+                next(k for k in _COMMITMENT_PEER_KEYS if k in values),
+                f"[{section}]: a report destination needs {key}",
+            )
+    fields: dict[str, Any] = {"host": values["commitment-host"]}
+    for key, field, parse in (
+        ("commitment-port", "port", _integer(1, 65535)),
+        ("commitment-aetitle", "aetitle", _aetitle),
+        ("commitment-tls", "tls", _boolean),
+    ):
+        if key in values:
+            try:
+                fields[field] = parse(values[key])
+            except ValueError as exc:
+                raise reader.error(section, key, f"{key}: {exc}") from None
+    if fields.get("tls") and settings.tls is None:
+        raise reader.error(
+            section,
+            "commitment-tls",
+            "commitment-tls: needs a [tls] section (its certificate, key and trust)",
+        )
+    return ReportDestination(**fields)
+
+
+def _commitment(reader: _Reader, settings: Settings) -> CommitmentSettings | None:
+    """[commitment] with the [peer NAME] report destinations; None without the section."""
+    peers = [s for s in reader.parser.sections() if s.partition(" ")[0] == "peer"]
+    if not reader.parser.has_section("commitment"):
+        for section in peers:
+            key = next((k for k in reader.parser[section] if k in _COMMITMENT_PEER_KEYS), None)
+            if key is not None:
+                raise reader.error(
+                    section, key, f"{key}: needs a [commitment] section (commitment is off)"
+                )
+        return None
+    reader.check_keys("commitment", frozenset(_COMMITMENT_FIELDS))
+    if settings.index_path is None:
+        raise reader.error(
+            "commitment",
+            None,
+            "[commitment]: a report says what the index lists as stored; set index in [receiver]",
+        )
+    destinations = []
+    for section in peers:
+        destination = _destination(reader, section, settings)
+        if destination is not None:
+            destinations.append((_named(reader, section, "peer"), destination))
+    return CommitmentSettings(
+        **_fields_from(reader, "commitment", _COMMITMENT_FIELDS),
+        destinations=tuple(destinations),
+    )
+
+
 # --- the file ----------------------------------------------------------------------------
 
 
@@ -902,7 +980,16 @@ def _check_quarantine(reader: _Reader, settings: Settings) -> None:
         )
 
 
-_SECTIONS = ("receiver", "logging", "tls", "completion", "events", "metrics", "status")
+_SECTIONS = (
+    "receiver",
+    "logging",
+    "tls",
+    "completion",
+    "events",
+    "metrics",
+    "status",
+    "commitment",
+)
 _NAMED_SECTIONS = ("profile", "peer", "hook")
 
 
@@ -979,7 +1066,10 @@ def parse(text: str, path: str) -> Config:
         name: profiles.get(name) or all_storage_profile(DEFAULT_PROFILE) for name in named
     }
     settings = dataclasses.replace(
-        settings, access=access, events=_events(reader, settings, chosen)
+        settings,
+        access=access,
+        events=_events(reader, settings, chosen),
+        commitment=_commitment(reader, settings),
     )
     return Config(path, settings, profile, profiles, peer_profiles)
 

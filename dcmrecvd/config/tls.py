@@ -145,6 +145,25 @@ def server_context(tls: TlsSettings) -> ssl.SSLContext:
     return context
 
 
+def client_context(tls: TlsSettings) -> ssl.SSLContext:
+    """A client-side context for `tls` (the associations dcmrecvd opens itself): the same
+    profile, our certificate for the peer to check, and the peer's checked against our
+    trust. DICOM peers are named by address, not by certificate name: the chain is
+    verified, the host name is not. Raises TlsError on any problem."""
+    if tls.profile not in _CIPHERS:
+        raise TlsError(
+            f"the retired {tls.profile.value} TLS profile is below dcmrecvd's TLS 1.2 minimum"
+        )
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.set_ciphers(":".join(_CIPHERS[tls.profile]))
+    _load_chain(context, tls)
+    _load_trust(context, tls)
+    context.check_hostname = False
+    context.verify_mode = _VERIFY_MODES[tls.peer_certificate]
+    return context
+
+
 def context_for(settings: Settings) -> ssl.SSLContext | None:
     """The server context of `settings`' TLS listener, None without one."""
     return None if settings.tls is None else server_context(settings.tls)

@@ -213,6 +213,7 @@ def families(snapshot: Snapshot, gauges: Gauges) -> Iterator[Metric]:
             "Temporary files of objects being received in the output directory's spool.",
             gauges.spool_temporary_files,
         )
+    yield from _commitment(snapshot)
     if gauges.event_deliveries is not None:
         yield _by_label(
             GaugeMetricFamily(
@@ -222,6 +223,60 @@ def families(snapshot: Snapshot, gauges: Gauges) -> Iterator[Metric]:
             ),
             gauges.event_deliveries,
             DELIVERY_STATES,
+        )
+
+
+def _commitment(snapshot: Snapshot) -> Iterator[Metric]:
+    """Storage Commitment's families: requests, reports, instances, failures, retries."""
+    counts = snapshot.commitment
+
+    def labelled(name: str, documentation: str, label: str, values: dict[str, str]) -> Metric:
+        family = CounterMetricFamily(name, documentation, labels=[label])
+        for value, counter in values.items():
+            family.add_metric([value], counts.get(counter, 0))
+        return family
+
+    yield labelled(
+        "dcmrecvd_commitment_requests",
+        "Storage Commitment requests (N-ACTION), by result: accepted (Success) or refused.",
+        "result",
+        {"accepted": "requests", "refused": "refused"},
+    )
+    yield labelled(
+        "dcmrecvd_commitment_reports",
+        "Storage Commitment reports (N-EVENT-REPORT) the requester took, by route.",
+        "route",
+        {
+            "same-association": "reports_same_association",
+            "new-association": "reports_new_association",
+        },
+    )
+    yield labelled(
+        "dcmrecvd_commitment_instances",
+        "Instances in delivered Storage Commitment reports, by result: stored or failed.",
+        "result",
+        {"stored": "instances_stored", "failed": "instances_failed"},
+    )
+    yield _counter(
+        "dcmrecvd_commitment_delivery_failures",
+        "Deliveries of a Storage Commitment report that did not go through.",
+        counts.get("delivery_failures", 0),
+    )
+    yield _counter(
+        "dcmrecvd_commitment_retries",
+        "Deliveries of a Storage Commitment report tried again after a failure.",
+        counts.get("retries", 0),
+    )
+    yield _counter(
+        "dcmrecvd_commitment_abandoned",
+        "Storage Commitment reports given up (give-up-after passed, or nowhere to send).",
+        counts.get("abandoned", 0),
+    )
+    if snapshot.commitment_pending is not None:
+        yield _gauge(
+            "dcmrecvd_commitment_pending",
+            "Storage Commitment requests whose report has not been delivered yet.",
+            snapshot.commitment_pending,
         )
 
 

@@ -38,6 +38,19 @@ STATUS_CLASSES = (
     "other-failure",  # anything else
 )
 
+# What Storage Commitment counts (dcmrecvd_commitment_* metrics).
+COMMITMENT_COUNTERS = (
+    "requests",  # N-ACTIONs answered with Success (the request recorded)
+    "refused",  # N-ACTIONs answered with a failure
+    "reports_same_association",  # reports the requester took on its own association
+    "reports_new_association",  # reports the requester took on a new association
+    "instances_stored",  # instances delivered reports said were stored
+    "instances_failed",  # instances delivered reports said were not
+    "delivery_failures",  # deliveries of a report that did not go through
+    "retries",  # deliveries tried again after a failure
+    "abandoned",  # reports given up
+)
+
 # The peer label of associations that no [peer] rule matched.
 OTHER_PEER = "other"
 
@@ -132,5 +145,9 @@ class Snapshot:
     reloads: Mapping[str, int] = field(default_factory=dict)  # "success", "refused"
     last_reload_success: float = 0.0  # epoch seconds; 0 before the first
     config_sha256: str = ""  # of the configuration file in force
+    # Storage Commitment: COMMITMENT_COUNTERS by name, and the requests whose report is
+    # pending (None while no commitment process has counted them).
+    commitment: Mapping[str, int] = field(default_factory=dict)
+    commitment_pending: int | None = None
     workers: tuple[Worker, ...] = ()
     live: tuple[LiveAssociation, ...] = ()

@@ -36,18 +36,20 @@ def on_accept(
     sinks: SinkFactory,
     refusal: dispatch.Refusal,
     serve: fastpath.Serve,
+    action: dispatch.Action | None = None,
 ) -> None:
     """EVT_REQUESTED, once the policy accepts and before the A-ASSOCIATE-AC: the DIMSE path.
 
-    Datasets stream to sinks from `sinks`, requests other than C-ECHO and C-STORE are
-    refused (`refusal` logs each), plain C-STOREs are served by `serve` and answered
-    quickly. The provider is created inside Association.__init__, so a class swap is the
-    only way to give it our methods (pynetdicom swaps message classes alike); the one
-    class, FastStoreDIMSE, carries the whole chain and is swapped in once.
+    Datasets stream to sinks from `sinks`, requests other than C-ECHO and C-STORE (and
+    N-ACTION when there is an `action` to serve it) are refused (`refusal` logs each),
+    plain C-STOREs are served by `serve` and answered quickly. The provider is created
+    inside Association.__init__, so a class swap is the only way to give it our methods
+    (pynetdicom swaps message classes alike); the one class, FastStoreDIMSE, carries the
+    whole chain and is swapped in once.
     """
     dimse = assoc.dimse
     streaming.prepare(dimse, sinks)
-    dispatch.prepare(dimse, refusal)
+    dispatch.prepare(dimse, refusal, action)
     fastpath.prepare(dimse, serve)
     dimse.__class__ = fastpath.FastStoreDIMSE
     # The association thread and pynetdicom's N-EVENT-REPORT thread both call it.

@@ -29,7 +29,7 @@ from types import FrameType
 from dcmrecvd import __version__, logs
 from dcmrecvd.config import inifile, tls
 from dcmrecvd.pnd.server import Listener
-from dcmrecvd.service import board, eventsproc, observer, systemd, workers
+from dcmrecvd.service import board, commitproc, eventsproc, observer, systemd, workers
 from dcmrecvd.settings import Settings
 from dcmrecvd.store import index, objectstore, storage
 
@@ -111,13 +111,19 @@ class Service:
         self._started: dict[int, float] = {}
         self._spools: dict[int, storage.Spool] = {}
         self._restart_at = 0.0
-        # The events process (completion, manifests, hooks) and the observer (metrics,
-        # status), each when the configuration wants it.
+        # The events process (completion, manifests, hooks), the commitment process
+        # (Storage Commitment reports) and the observer (metrics, status), each when the
+        # configuration wants it.
         self.sidecars = [
             _Sidecar(
                 "events process",
                 lambda settings: settings.events is not None,
                 lambda: eventsproc.spawn(self.loaded, self.listeners.values()),
+            ),
+            _Sidecar(
+                "commitment process",
+                lambda settings: settings.commitment is not None,
+                lambda: commitproc.spawn(self.loaded, self.listeners.values(), self.board),
             ),
             _Sidecar(
                 "observer process",

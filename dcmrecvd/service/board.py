@@ -119,6 +119,10 @@ class _Layout(ctypes.Structure):
         ("reloads_refused", ctypes.c_int64),
         ("last_reload_success", ctypes.c_double),
         ("config_sha256", ctypes.c_char * 65),
+        # Storage Commitment, counted by workers and the commitment process alike (under
+        # the lock: a few per request), and its pending reports (-1: not counted yet).
+        ("commitment", ctypes.c_int64 * len(snapshot.COMMITMENT_COUNTERS)),
+        ("commitment_pending", ctypes.c_int64),
     ]
 
 
@@ -148,6 +152,7 @@ class Board:
         self._threads = threading.Lock()
         self.slot = -1  # this process's slot, in a worker
         self._data.peers[0].value = snapshot.OTHER_PEER.encode()
+        self._data.commitment_pending = -1
 
     @contextmanager
     def _locked(self) -> Iterator[_Layout]:
@@ -271,9 +276,25 @@ class Board:
             },
             last_reload_success=float(data.last_reload_success),
             config_sha256=bytes(data.config_sha256).decode("ascii", "replace"),
+            commitment={
+                name: int(data.commitment[n]) for n, name in enumerate(snapshot.COMMITMENT_COUNTERS)
+            },
+            commitment_pending=(
+                int(data.commitment_pending) if data.commitment_pending >= 0 else None
+            ),
             workers=workers,
             live=live,
         )
+
+    def count_commitment(self, counter: str, count: int = 1) -> None:
+        """Storage Commitment counted `count` more of `counter` (any process)."""
+        with self._locked() as data:
+            data.commitment[snapshot.COMMITMENT_COUNTERS.index(counter)] += count
+
+    def commitment_pending(self, count: int) -> None:
+        """The requests whose report is pending now (the commitment process)."""
+        with self._locked() as data:
+            data.commitment_pending = count
 
     def beat_of(self, index: int) -> float:
         with self._locked() as data:
@@ -540,6 +561,9 @@ class SharedStats(Stats):
             )
         )
         return Live() if index is None else _SharedLive(self._board, index)
+
+    def commitment(self, counter: str, count: int = 1) -> None:
+        self._board.count_commitment(counter, count)
 
 
 class _SharedLive(Live):

@@ -21,6 +21,9 @@ deliveries. A worker touches the state of an object's series and study in the
 transaction that lists the object, and records an instance-stored event in it too, so
 that no event is ever lost between the file and its listing; the events process alone
 completes series and studies and delivers.
+
+Since schema 3 it also keeps the Storage Commitment requests until their report is
+delivered (dcmrecvd/commitment), so that a report survives a restart.
 """
 
 from __future__ import annotations
@@ -44,7 +47,7 @@ from dcmrecvd.store import storage
 
 T = TypeVar("T")
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 # Long enough for another worker's transaction (one row, or one reconcile batch).
 BUSY_TIMEOUT_SECONDS = 10.0
 # Rows added per transaction by reconcile: one transaction per file is slow on a large
@@ -115,7 +118,34 @@ _SCHEMA_2 = (
     )""",
     "CREATE INDEX deliveries_due ON deliveries (state, due)",
 )
-_MIGRATIONS = {0: _SCHEMA + _SCHEMA_2, 1: _SCHEMA_2}
+# Schema 3: Storage Commitment requests whose report is pending, done or given up
+# (dcmrecvd/commitment/pending.py). `peer` is the [peer] rule that admitted the request
+# ("" for none), `destination` the rule's report destination then (JSON, "" for none),
+# `refs` the referenced instances (JSON); state: pending, done or failed.
+_SCHEMA_3 = (
+    """CREATE TABLE commitments (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        transaction_uid TEXT NOT NULL,
+        received_at REAL NOT NULL,
+        calling_ae TEXT NOT NULL,
+        called_ae TEXT NOT NULL,
+        peer_address TEXT NOT NULL,
+        peer TEXT NOT NULL,
+        destination TEXT NOT NULL,
+        refs TEXT NOT NULL,
+        state TEXT NOT NULL,
+        attempts INTEGER NOT NULL,
+        due REAL NOT NULL,
+        finished_at REAL,
+        detail TEXT NOT NULL
+    )""",
+    "CREATE INDEX commitments_due ON commitments (state, due)",
+)
+_MIGRATIONS = {
+    0: _SCHEMA + _SCHEMA_2 + _SCHEMA_3,
+    1: _SCHEMA_2 + _SCHEMA_3,
+    2: _SCHEMA_3,
+}
 
 
 @dataclass(frozen=True)

@@ -225,9 +225,10 @@ def receive(
 
 
 class Orthanc:
-    """Orthanc as a plain process on a free HTTP port, its storage in `root`."""
+    """Orthanc as a plain process on a free HTTP port, its storage in `root`; with
+    `dicom_port`, its DICOM server listens there too (as the AE ORTHANC)."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, dicom_port: int | None = None) -> None:
         self.port = free_port()
         self.url = f"http://{LOCALHOST}:{self.port}"
         root.mkdir(parents=True, exist_ok=True)
@@ -239,8 +240,9 @@ class Orthanc:
             "HttpPort": self.port,
             "RemoteAccessAllowed": False,
             "AuthenticationEnabled": False,
-            # It only sends here; its own SCP would need a port of its own.
-            "DicomServerEnabled": False,
+            # It only sends here, unless it takes Storage Commitment reports too.
+            "DicomServerEnabled": dicom_port is not None,
+            **({"DicomPort": dicom_port} if dicom_port is not None else {}),
             "DicomAet": "ORTHANC",
             "DicomScuTimeout": 30,
         }

@@ -132,17 +132,40 @@ FORBIDDEN = {
         "dcmrecvd.service",
         "dcmrecvd.pnd",
         "dcmrecvd.store",
+        "dcmrecvd.commitment",
     ),
-    "dcmrecvd.pnd": ("dcmrecvd.receiver", "dcmrecvd.apps", "dcmrecvd.service", "dcmrecvd.store"),
+    "dcmrecvd.pnd": (
+        "dcmrecvd.receiver",
+        "dcmrecvd.apps",
+        "dcmrecvd.service",
+        "dcmrecvd.store",
+        "dcmrecvd.commitment",
+    ),
     "dcmrecvd.store": (
         "dcmrecvd.receiver",
         "dcmrecvd.apps",
         "dcmrecvd.service",
         "dcmrecvd.pnd",
         "dcmrecvd.events",
+        "dcmrecvd.commitment",
     ),
     # After the store: completion and delivery read the index; no association in sight.
-    "dcmrecvd.events": ("dcmrecvd.receiver", "dcmrecvd.apps", "dcmrecvd.service", "dcmrecvd.pnd"),
+    "dcmrecvd.events": (
+        "dcmrecvd.receiver",
+        "dcmrecvd.apps",
+        "dcmrecvd.service",
+        "dcmrecvd.pnd",
+        "dcmrecvd.commitment",
+    ),
+    # After the store too: it reads the index, and opens associations of its own through
+    # pynetdicom's public API only; the receiver hands it the requests.
+    "dcmrecvd.commitment": (
+        "dcmrecvd.receiver",
+        "dcmrecvd.apps",
+        "dcmrecvd.service",
+        "dcmrecvd.pnd",
+        "dcmrecvd.events",
+    ),
     "dcmrecvd.receiver": ("dcmrecvd.apps", "dcmrecvd.service"),
     # Plain data in, text out: what the metrics show is read by service/ and apps/.
     "dcmrecvd.metrics": (
@@ -153,6 +176,7 @@ FORBIDDEN = {
         "dcmrecvd.store",
         "dcmrecvd.events",
         "dcmrecvd.config",
+        "dcmrecvd.commitment",
     ),
     "dcmrecvd.service": ("dcmrecvd.apps",),
 }

@@ -407,7 +407,7 @@ def test_directory_follows_symbolic_links(tmp_path: Path) -> None:
             "[hooks x]\n",
             4,
             "unknown section [hooks x] (receiver, logging, tls, completion, events,"
-            " metrics, status, profile NAME, peer NAME, hook NAME)",
+            " metrics, status, commitment, profile NAME, peer NAME, hook NAME)",
         ),
         ("[peer p]\n[completion]\n[peer q]\nrequired-modalities = ?\n", 7, "'?'"),
         (

@@ -89,7 +89,7 @@ def test_the_shipped_file_serves_status_and_its_metrics_example_parses() -> None
             "[stats]\n",
             3,
             "unknown section [stats] (receiver, logging, tls, completion, events, metrics,"
-            " status, profile NAME, peer NAME, hook NAME)",
+            " status, commitment, profile NAME, peer NAME, hook NAME)",
         ),
     ],
 )

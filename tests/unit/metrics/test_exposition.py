@@ -44,6 +44,12 @@ FAMILIES = [
     ("dcmrecvd_output_free_bytes", "gauge"),
     ("dcmrecvd_output_reserve_bytes", "gauge"),
     ("dcmrecvd_spool_temporary_files", "gauge"),
+    ("dcmrecvd_commitment_requests", "counter"),
+    ("dcmrecvd_commitment_reports", "counter"),
+    ("dcmrecvd_commitment_instances", "counter"),
+    ("dcmrecvd_commitment_delivery_failures", "counter"),
+    ("dcmrecvd_commitment_retries", "counter"),
+    ("dcmrecvd_commitment_abandoned", "counter"),
     ("dcmrecvd_event_deliveries", "gauge"),
 ]
 
@@ -254,3 +260,38 @@ def test_promtool_would_report_a_problem() -> None:
     # The check above would pass vacuously if promtool printed nothing for a bad text.
     bad = "# HELP requests Requests.\n# TYPE requests counter\nrequests 1\n"
     assert "requests" in check_metrics(bad)
+
+
+def test_commitment_counts_by_label_and_its_pending_gauge_once_counted() -> None:
+    counted = Snapshot(
+        commitment={
+            "requests": 5,
+            "refused": 1,
+            "reports_same_association": 2,
+            "reports_new_association": 3,
+            "instances_stored": 40,
+            "instances_failed": 2,
+            "delivery_failures": 4,
+            "retries": 3,
+            "abandoned": 1,
+        },
+        commitment_pending=2,
+    )
+    found = parsed(counted)
+    assert samples(found["dcmrecvd_commitment_requests"]) == {
+        ("dcmrecvd_commitment_requests_total", (("result", "accepted"),)): 5.0,
+        ("dcmrecvd_commitment_requests_total", (("result", "refused"),)): 1.0,
+    }
+    assert samples(found["dcmrecvd_commitment_reports"]) == {
+        ("dcmrecvd_commitment_reports_total", (("route", "same-association"),)): 2.0,
+        ("dcmrecvd_commitment_reports_total", (("route", "new-association"),)): 3.0,
+    }
+    assert samples(found["dcmrecvd_commitment_instances"]) == {
+        ("dcmrecvd_commitment_instances_total", (("result", "stored"),)): 40.0,
+        ("dcmrecvd_commitment_instances_total", (("result", "failed"),)): 2.0,
+    }
+    assert found["dcmrecvd_commitment_delivery_failures"].samples[0].value == 4
+    assert found["dcmrecvd_commitment_retries"].samples[0].value == 3
+    assert found["dcmrecvd_commitment_abandoned"].samples[0].value == 1
+    assert found["dcmrecvd_commitment_pending"].samples[0].value == 2
+    assert "dcmrecvd_commitment_pending" not in parsed(Snapshot())

@@ -53,6 +53,7 @@ ASSOCIATION = (
     "acceptor",
     "acse",
     "dimse",
+    "dimse_timeout",  # dispatch: bounds the wait for a report's answer on the association
     "dul",
     "get_handlers",
     "is_aborted",
@@ -62,6 +63,7 @@ ASSOCIATION = (
     "network_timeout_response",
     "release",
     "requestor",
+    "send_n_event_report",  # dispatch: a report on the N-ACTION's association
     "unbind",
 )
 DUL = (
@@ -282,3 +284,10 @@ def test_negotiation_only_reads_the_acceptors_contexts() -> None:
     accepted, _ = negotiate_as_acceptor(proposed, shared, roles)
     assert [cx.result for cx in accepted] == [0, 0]
     assert state(shared) == before
+
+
+def test_send_n_event_report_waits_for_the_association_thread_to_pause() -> None:
+    # Why dispatch sets _is_paused around what follows an N-ACTION: called from the
+    # association thread, this wait would never end otherwise.
+    source = inspect.getsource(Association.send_n_event_report)
+    assert "while not self._is_paused" in source

@@ -141,3 +141,22 @@ def test_workers_are_listed_with_their_counts() -> None:
         30,
     )
     assert 0 <= row.beat_age < 60
+
+
+def test_commitment_counts_from_any_process_and_its_pending_gauge() -> None:
+    board = Board()
+    assert board.metrics().commitment_pending is None  # no commitment process yet
+    slot = worker(board, 4242)
+    SharedStats(board).commitment("requests")
+    board.release(slot)  # a worker's commitment counts outlive it
+    pid = os.fork()
+    if pid == 0:  # the commitment process: no slot of its own
+        SharedStats(board).commitment("instances_stored", 12)
+        board.commitment_pending(3)
+        os._exit(0)
+    assert os.waitpid(pid, 0)[1] == 0
+    found = board.metrics()
+    assert found.commitment["requests"] == 1
+    assert found.commitment["instances_stored"] == 12
+    assert set(found.commitment) == set(snapshot.COMMITMENT_COUNTERS)
+    assert found.commitment_pending == 3
