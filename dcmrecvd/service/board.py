@@ -84,7 +84,8 @@ class _Live(ctypes.Structure):
 
 
 class _Rule(ctypes.Structure):
-    _fields_ = [("digest", ctypes.c_char * _DIGEST), ("count", ctypes.c_int64)]
+    # Raw bytes: a c_char array would read back only up to the digest's first NUL.
+    _fields_ = [("digest", ctypes.c_ubyte * _DIGEST), ("count", ctypes.c_int64)]
 
 
 class _Slot(ctypes.Structure):
@@ -390,7 +391,8 @@ class Board:
             for slot in slots:
                 for rule in slot.rules:
                     if rule.count:
-                        by_rule[rule.digest] = by_rule.get(rule.digest, 0) + rule.count
+                        digest = bytes(rule.digest)
+                        by_rule[digest] = by_rule.get(digest, 0) + rule.count
             running = sum(int(slot.running) for slot in slots)
             decision = access.decide(policy, max_associations, request, running, _ByDigest(by_rule))
             if decision.accepted:
@@ -464,7 +466,7 @@ def _live(entry: _Live, peers: list[str]) -> snapshot.LiveAssociation:
 def _add_rule(slot: _Slot, digest: bytes, change: int) -> None:
     free = None
     for rule in slot.rules:
-        if rule.count and rule.digest == digest:
+        if rule.count and bytes(rule.digest) == digest:
             rule.count += change
             return
         if free is None and not rule.count:
@@ -474,7 +476,7 @@ def _add_rule(slot: _Slot, digest: bytes, change: int) -> None:
         # uncounted (its per-peer limit is then not enforced beyond the others').
         LOG.warning("too many access rules in use at once to count them all")
         return
-    free.digest = digest
+    ctypes.memmove(free.digest, digest, _DIGEST)
     free.count = change
 
 

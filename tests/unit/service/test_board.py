@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-from dcmrecvd.service.board import Board
+import pytest
+
+from dcmrecvd.config.access import AccessPolicy, PeerRule
+from dcmrecvd.service import board as board_module
+from dcmrecvd.service.board import Board, SharedAdmission
 from dcmrecvd.stats import Totals
 
 
@@ -21,3 +25,31 @@ def test_the_board_keeps_a_reaped_workers_counts() -> None:
     board.slot = second
     board.count(instances=1, size=5)
     assert board.snapshot().totals == Totals(1, 3, 305)
+
+
+def _with_nul_in_digest() -> str:
+    """A rule name whose digest has a NUL byte early (a c_char field cut it there)."""
+    return next(
+        name
+        for name in (f"peer-{n}" for n in range(100_000))
+        if 0 in board_module._digest(name)[:8]
+    )
+
+
+def test_a_rule_whose_digest_holds_a_nul_is_counted_and_released(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    board = Board()
+    slot = board.claim()
+    board.assign(slot, 4242)
+    board.slot = slot
+    admission = SharedAdmission(board)
+    rule = PeerRule(_with_nul_in_digest(), max_associations=1)
+    policy = AccessPolicy(rules=(rule,))
+    first = admission.admit(policy, 10, ("CT01", "DCMRECVD", "10.1.1.1"))
+    assert first.accepted and first.rule == rule
+    # The rule's one place is taken: its limit holds.
+    assert not admission.admit(policy, 10, ("CT01", "DCMRECVD", "10.1.1.1")).accepted
+    admission.leave(first)
+    assert admission.admit(policy, 10, ("CT01", "DCMRECVD", "10.1.1.1")).accepted
+    assert "too many access rules" not in caplog.text
