@@ -15,7 +15,13 @@ from typing import Any
 
 from dcmrecvd import __version__
 from dcmrecvd.metrics.exposition import DELIVERY_STATES, RELOAD_RESULTS, Gauges
-from dcmrecvd.metrics.snapshot import PROXY_ERRORS, REJECT_REASONS, STATUS_CLASSES, Snapshot
+from dcmrecvd.metrics.snapshot import (
+    COMMITMENT_COUNTERS,
+    PROXY_ERRORS,
+    REJECT_REASONS,
+    STATUS_CLASSES,
+    Snapshot,
+)
 
 # The document's "format": another value is a daemon this command cannot read.
 FORMAT = 1
@@ -61,6 +67,15 @@ def document(snapshot: Snapshot, gauges: Gauges, *, now: float) -> Document:
             else _ordered(gauges.event_deliveries, DELIVERY_STATES, keep_zero=True)
         ),
         "tls_handshake_failures": snapshot.tls_handshake_failures,
+        # None while no commitment process has counted (Storage Commitment off).
+        "commitment": (
+            None
+            if snapshot.commitment_pending is None
+            else {
+                **{name: snapshot.commitment.get(name, 0) for name in COMMITMENT_COUNTERS},
+                "pending": snapshot.commitment_pending,
+            }
+        ),
         "proxy": {
             "health_checks": snapshot.proxy_health_checks,
             "header_errors": _ordered(snapshot.proxy_header_errors, PROXY_ERRORS),
@@ -91,6 +106,18 @@ def _ordered(
 
 
 # --- the text ----------------------------------------------------------------------------
+
+
+def _commitment(counts: Mapping[str, int] | None) -> str:
+    if counts is None:
+        return "off"
+    return (
+        f"{counts['requests']} requests ({counts['refused']} refused),"
+        f" {counts['reports_same_association'] + counts['reports_new_association']} reports"
+        f" ({counts['reports_same_association']} on their association,"
+        f" {counts['reports_new_association']} on a new one), {counts['pending']} pending,"
+        f" {counts['delivery_failures']} failed deliveries, {counts['abandoned']} given up"
+    )
 
 
 def _proxy(proxy: Mapping[str, Any]) -> str:
@@ -211,6 +238,7 @@ def _header(status: Document) -> list[str]:
         ),
         ("TLS", f"{status['tls_handshake_failures']} failed handshakes"),
         ("PROXY", _proxy(status["proxy"])),
+        ("Commitment", _commitment(status["commitment"])),
     ]
     width = max(len(label) for label, _ in lines)
     return [f"{label.ljust(width)}  {text}" for label, text in lines]

@@ -50,6 +50,7 @@ FAMILIES = [
     ("dcmrecvd_commitment_delivery_failures", "counter"),
     ("dcmrecvd_commitment_retries", "counter"),
     ("dcmrecvd_commitment_abandoned", "counter"),
+    ("dcmrecvd_commitment_pending", "gauge"),
     ("dcmrecvd_event_deliveries", "gauge"),
 ]
 

@@ -67,6 +67,18 @@ def test_document_of_a_busy_daemon() -> None:
     assert document["last_reload_success"] == snapshots.NOW - 3600
     assert (document["worker_starts"], document["worker_deaths"]) == (3, 1)
     assert document["tls_handshake_failures"] == 4
+    assert document["commitment"] == {
+        "requests": 5,
+        "refused": 1,
+        "reports_same_association": 1,
+        "reports_new_association": 3,
+        "instances_stored": 40,
+        "instances_failed": 2,
+        "delivery_failures": 2,
+        "retries": 2,
+        "abandoned": 0,
+        "pending": 1,
+    }
     assert document["proxy"] == {
         "health_checks": 17,
         "header_errors": {"untrusted": 2, "malformed": 1},
@@ -114,6 +126,8 @@ def test_render_a_busy_daemon() -> None:
         "Workers       2 running, 3 started, 1 died unasked\n"
         "TLS           4 failed handshakes\n"
         "PROXY         17 health checks, 3 connections refused (2 untrusted, 1 malformed)\n"
+        "Commitment    5 requests (1 refused), 4 reports (1 on their association, 3 on a new"
+        " one), 1 pending, 2 failed deliveries, 0 given up\n"
         "\n"
         "Workers:\n"
         "   PID  ACTIVE  ACCEPTING   BEAT  ASSOCIATIONS  INSTANCES    BYTES\n"
@@ -144,6 +158,7 @@ def test_render_a_fresh_daemon() -> None:
         "Workers       0 running, 0 started, 0 died unasked\n"
         "TLS           0 failed handshakes\n"
         "PROXY         0 health checks, 0 connections refused\n"
+        "Commitment    off\n"
         "\n"
         "Workers: none\n"
         "\n"
