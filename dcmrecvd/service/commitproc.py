@@ -16,16 +16,12 @@ report destinations and retry settings apply to the next attempt.
 
 from __future__ import annotations
 
-import fcntl
 import logging
 import math
-import os
-import queue
 import signal
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from types import FrameType
 
 from dcmrecvd.commitment import pending
 from dcmrecvd.commitment.delivery import Deliverer
@@ -33,6 +29,7 @@ from dcmrecvd.config import inifile
 from dcmrecvd.pnd.server import Listener
 from dcmrecvd.service import workers
 from dcmrecvd.service.board import Board, SharedStats
+from dcmrecvd.service.indexproc import IndexProcess
 from dcmrecvd.store import index
 
 PROCESS_NAME = "dcmrecvd commitment"
@@ -61,7 +58,9 @@ def spawn(loaded: inifile.Config, listeners: Iterable[Listener], board: Board) -
     )
 
 
-class CommitmentProcess:
+class CommitmentProcess(IndexProcess):
+    kind = "commitment"
+
     def __init__(
         self,
         loaded: inifile.Config,
@@ -72,38 +71,7 @@ class CommitmentProcess:
         self.loaded = loaded
         self.board = board
         self.clock = clock
-        self._signals: queue.SimpleQueue[int] = queue.SimpleQueue()
-        for ignored in (signal.SIGINT, signal.SIGUSR1, workers.ACCEPTING_CHANGED):
-            signal.signal(ignored, signal.SIG_IGN)
-        for handled in (signal.SIGTERM, signal.SIGHUP):
-            signal.signal(handled, self._on_signal)
-        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
-
-    def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
-        self._signals.put(signum)  # SimpleQueue.put is safe in a signal handler
-
-    def _take_lock(self, path: Path) -> int | None:
-        """The lock's descriptor once held; None if SIGTERM came while waiting."""
-        descriptor = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o640)
-        waited = False
-        while True:
-            try:
-                fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                return descriptor
-            except BlockingIOError:
-                if not waited:
-                    LOG.warning("waiting for another commitment process to end (%s)", path)
-                    waited = True
-            if self._wait(0.2) == signal.SIGTERM:
-                os.close(descriptor)
-                return None
-
-    def _wait(self, seconds: float) -> int | None:
-        """The next signal, if one comes within `seconds`."""
-        try:
-            return self._signals.get(timeout=max(seconds, 0.0))
-        except queue.Empty:
-            return None
+        super().__init__(mask)
 
     def run(self) -> int:
         settings = self.loaded.settings

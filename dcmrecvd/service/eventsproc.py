@@ -14,22 +14,20 @@ rules and hooks apply to what follows, running hooks go on.
 
 from __future__ import annotations
 
-import fcntl
 import logging
 import math
-import os
 import queue
 import signal
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from types import FrameType
 
 from dcmrecvd.config import inifile
 from dcmrecvd.events import completion, delivery
 from dcmrecvd.events.hookrunner import HookRunner
 from dcmrecvd.pnd.server import Listener
 from dcmrecvd.service import workers
+from dcmrecvd.service.indexproc import IndexProcess
 from dcmrecvd.settings import Settings
 from dcmrecvd.store import index
 
@@ -69,7 +67,9 @@ def spawn(loaded: inifile.Config, listeners: Iterable[Listener]) -> int:
     )
 
 
-class EventsProcess:
+class EventsProcess(IndexProcess):
+    kind = "events"
+
     def __init__(
         self,
         loaded: inifile.Config,
@@ -78,36 +78,8 @@ class EventsProcess:
     ) -> None:
         self.loaded = loaded
         self.clock = clock
-        self._signals: queue.SimpleQueue[int] = queue.SimpleQueue()
-        for ignored in (signal.SIGINT, signal.SIGUSR1, workers.ACCEPTING_CHANGED):
-            signal.signal(ignored, signal.SIG_IGN)
         # The runner reaps its hooks itself.
-        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-        for handled in (signal.SIGTERM, signal.SIGHUP):
-            signal.signal(handled, self._on_signal)
-        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
-
-    def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
-        self._signals.put(signum)  # SimpleQueue.put is safe in a signal handler
-
-    def _take_lock(self, path: Path) -> int | None:
-        """The lock's descriptor once held; None if SIGTERM came while waiting."""
-        descriptor = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o640)
-        waited = False
-        while True:
-            try:
-                fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                return descriptor
-            except BlockingIOError:
-                if not waited:
-                    LOG.warning("waiting for another events process to end (%s)", path)
-                    waited = True
-            try:
-                if self._signals.get(timeout=0.2) == signal.SIGTERM:
-                    os.close(descriptor)
-                    return None
-            except queue.Empty:
-                pass
+        super().__init__(mask, defaults=(signal.SIGCHLD,))
 
     def run(self) -> int:
         settings = self.loaded.settings
