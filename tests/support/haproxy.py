@@ -27,6 +27,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.installed import program as installed_program
 from tests.support.net import LOCALHOST, free_port
 from tests.support.paths import REPO
 
@@ -48,20 +49,7 @@ Address = tuple[str, int]
 def installed() -> Path:
     """/usr/sbin/haproxy, installed by scripts/peers first when missing (as root);
     skips the test when it is missing and we are not root."""
-    if not HAPROXY.is_file():
-        if os.geteuid() != 0:
-            pytest.skip("HAProxy is missing and installing it needs root: run scripts/peers")
-        run = subprocess.run(
-            [str(REPO / "scripts" / "peers")],
-            cwd=REPO,
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        assert run.returncode == 0, f"scripts/peers failed:\n{run.stdout}{run.stderr}"
-        assert HAPROXY.is_file(), f"scripts/peers did not install {HAPROXY}"
-    return HAPROXY
+    return installed_program(HAPROXY, "HAProxy")
 
 
 def render(text: str, *, proxy_protocol: bool) -> str:

@@ -9,7 +9,6 @@ temporary directory with a generated prometheus.yml, on a free port of 127.0.0.1
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import time
 import urllib.error
@@ -21,11 +20,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import pytest
-
+from tests.support.installed import program as installed_program
 from tests.support.net import LOCALHOST, free_port
 
-ROOT = Path(__file__).resolve().parents[2]
 PROMETHEUS = Path("/usr/bin/prometheus")
 DEADLINE = 30.0
 # How often the deadline loops ask again: a polling interval, not synchronisation.
@@ -38,20 +35,7 @@ Sample = tuple[dict[str, str], float]
 def installed() -> Path:
     """/usr/bin/prometheus, installed by scripts/peers first when missing (as root);
     skips the test when it is missing and we are not root."""
-    if not PROMETHEUS.is_file():
-        if os.geteuid() != 0:
-            pytest.skip("Prometheus is missing and installing it needs root: run scripts/peers")
-        run = subprocess.run(
-            [str(ROOT / "scripts" / "peers")],
-            cwd=ROOT,
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        assert run.returncode == 0, f"scripts/peers failed:\n{run.stdout}{run.stderr}"
-        assert PROMETHEUS.is_file(), f"scripts/peers did not install {PROMETHEUS}"
-    return PROMETHEUS
+    return installed_program(PROMETHEUS, "Prometheus")
 
 
 def config(targets: Sequence[str], job: str) -> str:
