@@ -78,20 +78,34 @@ class ProxyRefused(Exception):
 _LOOK_AHEAD = 512
 
 
+def _look(sock: socket.socket, deadline: float) -> bytes:
+    """What has arrived on `sock` and is not read yet (at most _LOOK_AHEAD bytes), once
+    something has; b"" when the peer closed. The socket stays blocking."""
+    try:
+        # Mostly there already (a balancer sends the header at once): no wait, no poll.
+        return sock.recv(_LOOK_AHEAD, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+    except BlockingIOError:
+        pass
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise TimeoutError
+    sock.settimeout(left)
+    try:
+        return sock.recv(_LOOK_AHEAD, socket.MSG_PEEK)
+    finally:
+        sock.settimeout(None)
+
+
 def read_proxy_header(sock: socket.socket, timeout: float) -> proxyheader.Header:
-    """Read exactly the PROXY header at the start of `sock`'s stream, within `timeout`
-    seconds; the bytes after it stay unread. Raises ProxyRefused."""
+    """Read exactly the PROXY header at the start of blocking `sock`'s stream, within
+    `timeout` seconds; the bytes after it stay unread. Raises ProxyRefused."""
     deadline = time.monotonic() + timeout
     data = b""
     try:
         while True:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise TimeoutError
-            sock.settimeout(left)
             # Look first, then take the header's bytes only: what follows it is DICOM
             # (or TLS), for pynetdicom to read.
-            ahead = sock.recv(_LOOK_AHEAD, socket.MSG_PEEK)
+            ahead = _look(sock, deadline)
             if not ahead:
                 raise ProxyRefused(
                     "closed", f"the connection closed after {len(data)} bytes of its PROXY header"
@@ -100,7 +114,7 @@ def read_proxy_header(sock: socket.socket, timeout: float) -> proxyheader.Header
             # Unknown yet (a v1 line without its CRLF, a v2 header short of its length):
             # all that arrived is header.
             take = len(ahead) if total is None else min(total - len(data), len(ahead))
-            data += sock.recv(take)
+            data += sock.recv(take, socket.MSG_DONTWAIT)  # looked at: there
             if total is not None and len(data) == total:
                 return proxyheader.parse(data)
     except proxyheader.ProxyError as exc:
@@ -269,7 +283,6 @@ class _SharedSocketServer(ThreadedAssociationServer):
                 self._refuse_proxy(client_address, refused)
                 self.shutdown_request(request)
                 return
-            request.settimeout(None)
             relay = Relay(proxy=client_address[0], check=header.version == 2 and header.local)
             if header.source is not None:
                 client_address = (_address(header.source[0]), header.source[1])
