@@ -271,13 +271,14 @@ class Receiver:
         )
         info = self._associations[event.assoc] = _Association(time.monotonic())
         info.check = relay is not None and relay.check
-        LOG.info(
-            "Association Received %s%s: %s -> %s",
-            self._peer_name(address),
-            f" (via {relay.proxy})" if relay is not None and not info.check else "",
-            calling,
-            called,
-        )
+        if LOG.isEnabledFor(logging.INFO):  # the host lookup is for this line alone
+            LOG.info(
+                "Association Received %s%s: %s -> %s",
+                self._peer_name(address),
+                f" (via {relay.proxy})" if relay is not None and not info.check else "",
+                calling,
+                called,
+            )
         proposed, roles = _proposals(event)
         negotiation = self._negotiation(event, proposed, roles)
         self._dump("Incoming Association Request:\n" + dumps.dump(negotiation, dumps.Pdu.RQ))

@@ -92,11 +92,16 @@ def node(
     *,
     trusted: tuple[Network, ...] = TRUSTED,
     context: ssl.SSLContext | None = None,
+    host_lookup: bool = False,
 ) -> Iterator[Node]:
     port = free_port()
     stats = Counted()
     settings = Settings(
-        port=port, output_dir=str(tmp_path), access=RULES, host_lookup=False, acse_timeout=5
+        port=port,
+        output_dir=str(tmp_path),
+        access=RULES,
+        host_lookup=host_lookup,
+        acse_timeout=5,
     )
     receiver = Receiver(settings, all_storage_profile("default"), stats=stats)
     listener = Listener.bind(LOCALHOST, port)
@@ -336,3 +341,30 @@ def test_hostile_headers_are_closed_and_the_listener_serves_on(tmp_path: Path) -
         assert set(n.stats.refused) <= {"malformed", "closed"}
         assert len(n.stats.refused) > 100
     assert not [line for line in n.log.lines if "Exception" in line[0] or "Traceback" in line[0]]
+
+
+@pytest.mark.parametrize(("level", "lookups"), [(logging.WARNING, 0), (logging.INFO, 1)])
+def test_the_host_is_looked_up_only_for_a_line_that_is_logged(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, level: int, lookups: int
+) -> None:
+    """A reverse lookup of a real address may take long (75 ms for an unknown 10.x one on
+    the test machine): it is made for the "Association Received" line alone."""
+    asked: list[str] = []
+
+    def lookup(address: str) -> tuple[str, list[str], list[str]]:
+        asked.append(address)
+        return "ct01.example.org", [], [address]
+
+    monkeypatch.setattr(socket, "gethostbyaddr", lookup)
+    with node(tmp_path, host_lookup=True) as n:
+        logging.getLogger("dcmrecv").setLevel(level)
+        with proxyrelay.relay(
+            (LOCALHOST, n.port), lambda _: proxyrelay.v2("10.1.2.3", 1)
+        ) as relayed:
+            assert echo(relayed) == 0x0000
+    assert asked == ["10.1.2.3"] * lookups
+    received = [line[0] for line in n.log.lines if line[0].startswith("Association Received")]
+    assert (
+        received
+        == ["Association Received ct01.example.org (via 127.0.0.1): MODALITY -> ANY-SCP"] * lookups
+    )
