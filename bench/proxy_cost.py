@@ -6,7 +6,8 @@ Each run starts dcmrecvd (this virtual environment's, default workers) and opens
 --associations short associations from --threads plain-socket clients at once: connect,
 (a PROXY v2 header from a made-up 10.x address, in its own segment as HAProxy sends it,
 or with --one-segment together with what follows, so that the clients do the same work
-in both modes),
+in both modes; or, with --store FILE, DCMTK's storescu storing FILE through an HAProxy
+that sends the header only in the required runs),
 A-ASSOCIATE-RQ for Verification, A-ASSOCIATE-AC, A-RELEASE-RQ, A-RELEASE-RP, close. No
 pynetdicom requestor runs in this process to compete for the CPU. Runs alternate, who
 goes first rotating; the table gives medians over --repeat runs of associations per
@@ -70,6 +71,39 @@ def one_association(port: int, rq: bytes, proxy: bytes | None, one_segment: bool
     return time.monotonic() - started
 
 
+def haproxy_config(port: int, node: int, mode: str) -> str:
+    """HAProxy relaying to the node, with send-proxy-v2 only when the node requires the
+    header: the relay's own cost is in both modes, the header's only in one. No checks."""
+    proxy = " send-proxy-v2" if mode == "required" else ""
+    return "\n".join(
+        [
+            "defaults",
+            "    mode tcp",
+            "    timeout connect 5s",
+            "    timeout client 1m",
+            "    timeout server 1m",
+            "frontend dicom",
+            f"    bind 127.0.0.1:{port}",
+            "    default_backend node",
+            "backend node",
+            f"    server node 127.0.0.1:{node}{proxy}",
+            "",
+        ]
+    )
+
+
+def storescu_association(port: int, instance: Path) -> float:
+    """storescu stores `instance` in an association of its own; its wall time."""
+    started = time.monotonic()
+    subprocess.run(
+        ["storescu", "-aec", "DCMRECVD", "127.0.0.1", str(port), str(instance)],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+    return time.monotonic() - started
+
+
 def config(port: int, outdir: Path, mode: str) -> str:
     lines = [
         "[receiver]",
@@ -84,8 +118,15 @@ def config(port: int, outdir: Path, mode: str) -> str:
 
 
 def one_run(
-    mode: str, associations: int, threads: int, workdir: Path, one_segment: bool
+    mode: str,
+    associations: int,
+    threads: int,
+    workdir: Path,
+    *,
+    one_segment: bool,
+    instance: Path | None,
 ) -> dict[str, float]:
+    """`instance`: each association is storescu storing it through HAProxy."""
     port = free_port()
     outdir = workdir / "out"
     outdir.mkdir()
@@ -94,8 +135,16 @@ def one_run(
     dcmrecvd = str(Path(sys.executable).with_name("dcmrecvd"))
     log = (workdir / "dcmrecvd.log").open("wb")
     proc = subprocess.Popen([dcmrecvd, "--config", str(path)], stdout=log, stderr=log)
+    relay: subprocess.Popen[bytes] | None = None
     try:
         wait_listening(port, proc)
+        if instance is not None:
+            front = free_port()
+            (workdir / "haproxy.cfg").write_text(haproxy_config(front, port, mode))
+            relay = subprocess.Popen(
+                ["haproxy", "-db", "-f", str(workdir / "haproxy.cfg")], stdout=log, stderr=log
+            )
+            wait_listening(front, relay)
         rq = request()
         times: list[float] = []
         failures: list[BaseException] = []
@@ -109,9 +158,12 @@ def one_run(
                 if number is None:
                     return
                 try:
-                    proxy = header(number) if mode != "off" else None
-                    took = one_association(port, rq, proxy, one_segment)
-                except (OSError, ConnectionError) as exc:
+                    if instance is not None:
+                        took = storescu_association(front, instance)
+                    else:
+                        proxy = header(number) if mode != "off" else None
+                        took = one_association(port, rq, proxy, one_segment)
+                except (OSError, ConnectionError, subprocess.CalledProcessError) as exc:
                     with lock:
                         failures.append(exc)
                     return
@@ -126,6 +178,9 @@ def one_run(
             worker.join()
         wall, cpu = time.monotonic() - wall0, tree_cpu(proc.pid) - cpu0
     finally:
+        if relay is not None:
+            relay.terminate()
+            relay.wait(timeout=60)
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=60)
         log.close()
@@ -152,6 +207,13 @@ def main() -> int:
         help="the header and the A-ASSOCIATE-RQ in one send: the clients' own work as with"
         " off, so that the difference is the receiver's",
     )
+    parser.add_argument(
+        "--store",
+        type=Path,
+        metavar="FILE",
+        help="each association is DCMTK's storescu storing FILE, through an HAProxy that"
+        " sends the header only in the required runs",
+    )
     args = parser.parse_args()
     runs: dict[str, list[dict[str, float]]] = {mode: [] for mode in MODES}
     with tempfile.TemporaryDirectory(dir=args.workdir, prefix="dcmrecvd-proxy-") as work:
@@ -161,19 +223,32 @@ def main() -> int:
                 workdir = Path(work) / f"run{repetition}-{mode}"
                 workdir.mkdir()
                 runs[mode].append(
-                    one_run(mode, args.associations, args.threads, workdir, args.one_segment)
+                    one_run(
+                        mode,
+                        args.associations,
+                        args.threads,
+                        workdir,
+                        one_segment=args.one_segment,
+                        instance=args.store,
+                    )
                 )
                 print(f"run {repetition} {mode}: {runs[mode][-1]}", file=sys.stderr)
     keys = ("rate", "p50_ms", "p95_ms", "cpu_ms")
     medians = {
         mode: {k: statistics.median(r[k] for r in runs[mode]) for k in keys} for mode in MODES
     }
-    segments = "with the A-ASSOCIATE-RQ" if args.one_segment else "in a segment of its own"
-    print(
-        f"{args.associations} Verification associations from {args.threads} clients at once,"
-        f" the header {segments}, medians of {args.repeat} alternating runs"
-        f" ({os.cpu_count()} cores)\n"
-    )
+    if args.store is not None:
+        what = (
+            f"{args.associations} associations of storescu storing {args.store.name}"
+            f" ({args.store.stat().st_size} bytes) through HAProxy, {args.threads} at once"
+        )
+    else:
+        segments = "with the A-ASSOCIATE-RQ" if args.one_segment else "in a segment of its own"
+        what = (
+            f"{args.associations} Verification associations from {args.threads} clients at"
+            f" once, the header {segments}"
+        )
+    print(f"{what}, medians of {args.repeat} alternating runs ({os.cpu_count()} cores)\n")
     print("| proxy-protocol | associations/s | p50 ms | p95 ms | CPU ms per association |")
     print("|---|---|---|---|---|")
     for mode in MODES:
