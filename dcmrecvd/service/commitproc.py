@@ -17,7 +17,6 @@ report destinations and retry settings apply to the next attempt.
 from __future__ import annotations
 
 import logging
-import math
 import signal
 import time
 from collections.abc import Callable, Iterable
@@ -29,7 +28,7 @@ from dcmrecvd.config import inifile
 from dcmrecvd.pnd.server import Listener
 from dcmrecvd.service import workers
 from dcmrecvd.service.board import Board, SharedStats
-from dcmrecvd.service.indexproc import IndexProcess
+from dcmrecvd.service.indexproc import PRUNE_INTERVAL, IndexProcess, IndexTrouble
 from dcmrecvd.store import index
 
 PROCESS_NAME = "dcmrecvd commitment"
@@ -38,13 +37,6 @@ LOG = logging.getLogger("dcmrecv.commitment")
 
 # The index is looked at this often at least (a worker's new request is due at once).
 TICK = 1.0
-# While the index cannot be used: the longest wait between tries, and how often it is said.
-INDEX_RETRY_MAX = 30.0
-INDEX_COMPLAINT_INTERVAL = 60.0
-# Finished requests are pruned this often.
-PRUNE_INTERVAL = 3600.0
-# The exit status when the index cannot be used (the parent starts another later).
-EXIT_INDEX = 75
 
 
 def lock_path(index_path: str) -> Path:
@@ -76,22 +68,12 @@ class CommitmentProcess(IndexProcess):
     def run(self) -> int:
         settings = self.loaded.settings
         assert settings.commitment is not None and settings.index_path is not None
-        if self._take_lock(lock_path(settings.index_path)) is None:
-            return 0
-        try:
-            listing = index.Index(Path(settings.index_path))
-        except index.IndexFailure as exc:
-            LOG.error("commitment: cannot use the index: %s", exc)
-            return EXIT_INDEX
-        with listing:
-            return self._serve(listing)
+        return self._on_index(settings.index_path, lock_path(settings.index_path), self._serve)
 
     def _serve(self, listing: index.Index) -> int:
         deliverer = Deliverer(self.loaded.settings, listing, SharedStats(self.board))
         next_prune = 0.0
-        # While the index fails: when it was last said, and the wait before the next try.
-        complained = -math.inf
-        failing_wait = 0.0
+        trouble = IndexTrouble("commitment")
         signum: int | None = None
         while True:
             if signum == signal.SIGTERM:
@@ -113,15 +95,9 @@ class CommitmentProcess(IndexProcess):
                 self.board.commitment_pending(pending.count_pending(listing))
                 upcoming = pending.next_due(listing)
             except index.IndexFailure as exc:
-                if now - complained >= INDEX_COMPLAINT_INTERVAL:
-                    LOG.error("commitment: %s; trying again", exc)
-                    complained = now
-                failing_wait = min(max(2 * failing_wait, TICK), INDEX_RETRY_MAX)
-                signum = self._wait(failing_wait)
+                signum = self._wait(trouble.failed(exc, now, TICK))
                 continue
-            if failing_wait:
-                LOG.info("commitment: the index works again")
-            complained, failing_wait = -math.inf, 0.0
+            trouble.worked()
             wait = TICK if upcoming is None else min(TICK, upcoming - self.clock())
             signum = self._wait(wait)
 

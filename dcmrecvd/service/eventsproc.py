@@ -15,7 +15,6 @@ rules and hooks apply to what follows, running hooks go on.
 from __future__ import annotations
 
 import logging
-import math
 import queue
 import signal
 import time
@@ -27,7 +26,7 @@ from dcmrecvd.events import completion, delivery
 from dcmrecvd.events.hookrunner import HookRunner
 from dcmrecvd.pnd.server import Listener
 from dcmrecvd.service import workers
-from dcmrecvd.service.indexproc import IndexProcess
+from dcmrecvd.service.indexproc import PRUNE_INTERVAL, IndexProcess, IndexTrouble
 from dcmrecvd.settings import Settings
 from dcmrecvd.store import index
 
@@ -41,13 +40,6 @@ MIN_TICK = 0.1
 MAX_TICK = 1.0
 # How long running hooks get to end after SIGTERM before they are killed.
 STOP_GRACE = 5.0
-# While the index cannot be used: the longest wait between tries, and how often it is said.
-INDEX_RETRY_MAX = 30.0
-INDEX_COMPLAINT_INTERVAL = 60.0
-# Old finished events are removed this often.
-PRUNE_INTERVAL = 3600.0
-# The exit status when the index cannot be used (the parent starts another later).
-EXIT_INDEX = 75
 
 
 def lock_path(index_path: str) -> Path:
@@ -84,16 +76,7 @@ class EventsProcess(IndexProcess):
     def run(self) -> int:
         settings = self.loaded.settings
         assert settings.events is not None and settings.index_path is not None
-        held = self._take_lock(lock_path(settings.index_path))
-        if held is None:
-            return 0
-        try:
-            listing = index.Index(Path(settings.index_path))
-        except index.IndexFailure as exc:
-            LOG.error("events: cannot use the index: %s", exc)
-            return EXIT_INDEX
-        with listing:
-            return self._serve(listing)
+        return self._on_index(settings.index_path, lock_path(settings.index_path), self._serve)
 
     def _serve(self, listing: index.Index) -> int:
         settings = self.loaded.settings
@@ -102,10 +85,7 @@ class EventsProcess(IndexProcess):
         deliverer = delivery.Deliverer(listing, settings.events, runner, self.clock)
         next_pass = 0.0
         next_prune = 0.0
-        # While the index fails: when it was last said, and how long to wait before the
-        # next try (doubling, up to INDEX_RETRY_MAX).
-        complained = -math.inf
-        wait = 0.0
+        trouble = IndexTrouble("events")
         while True:
             try:
                 signum: int | None = self._signals.get_nowait()
@@ -133,17 +113,10 @@ class EventsProcess(IndexProcess):
                 deliverer.start_due()
                 deliverer.finish(runner.poll(tick(settings)))
             except index.IndexFailure as exc:
-                # A busy or failing index (a full disk): what was not recorded is done
-                # again; said once a minute, tried again less and less often.
-                if now - complained >= INDEX_COMPLAINT_INTERVAL:
-                    LOG.error("events: %s; trying again", exc)
-                    complained = now
-                wait = min(max(2 * wait, tick(settings)), INDEX_RETRY_MAX)
-                deliverer.hold(runner.poll(wait))
+                # What was not recorded is done again (hook ends are held meanwhile).
+                deliverer.hold(runner.poll(trouble.failed(exc, now, tick(settings))))
             else:
-                if wait:
-                    LOG.info("events: the index works again")
-                complained, wait = -math.inf, 0.0
+                trouble.worked()
 
     def _reload(self) -> None:
         try:

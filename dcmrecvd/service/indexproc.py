@@ -11,15 +11,50 @@ from __future__ import annotations
 
 import fcntl
 import logging
+import math
 import os
 import queue
 import signal
+from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 
 from dcmrecvd.service import workers
+from dcmrecvd.store import index
 
 LOG = logging.getLogger("dcmrecv")
+
+# While the index cannot be used: the longest wait between tries, and how often it is said.
+INDEX_RETRY_MAX = 30.0
+INDEX_COMPLAINT_INTERVAL = 60.0
+# Finished rows (events, requests) are pruned this often.
+PRUNE_INTERVAL = 3600.0
+# The exit status when the index cannot be used (the parent starts another later).
+EXIT_INDEX = 75
+
+
+class IndexTrouble:
+    """A busy or failing index (a full disk): said once a minute, tried again less and
+    less often, its recovery said once. `kind` names the process in the lines."""
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+        self._said = -math.inf
+        self.wait = 0.0  # before the next try; 0 while the index works
+
+    def failed(self, exc: index.IndexFailure, now: float, shortest: float) -> float:
+        """The index failed at `now`: how long to wait before trying again (doubling from
+        `shortest`, up to INDEX_RETRY_MAX)."""
+        if now - self._said >= INDEX_COMPLAINT_INTERVAL:
+            LOG.error("%s: %s; trying again", self.kind, exc)
+            self._said = now
+        self.wait = min(max(2 * self.wait, shortest), INDEX_RETRY_MAX)
+        return self.wait
+
+    def worked(self) -> None:
+        if self.wait:
+            LOG.info("%s: the index works again", self.kind)
+        self._said, self.wait = -math.inf, 0.0
 
 
 class IndexProcess:
@@ -67,3 +102,16 @@ class IndexProcess:
             if self._wait(0.2) == signal.SIGTERM:
                 os.close(descriptor)
                 return None
+
+    def _on_index(self, index_path: str, lock: Path, serve: Callable[[index.Index], int]) -> int:
+        """`serve` the index at `index_path` once the lock at `lock` is held; its exit
+        status (0 when stopped while waiting for the lock, EXIT_INDEX without the index)."""
+        if self._take_lock(lock) is None:
+            return 0
+        try:
+            listing = index.Index(Path(index_path))
+        except index.IndexFailure as exc:
+            LOG.error("%s: cannot use the index: %s", self.kind, exc)
+            return EXIT_INDEX
+        with listing:
+            return serve(listing)
