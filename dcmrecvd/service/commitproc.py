@@ -29,6 +29,7 @@ from dcmrecvd.pnd.server import Listener
 from dcmrecvd.service import workers
 from dcmrecvd.service.board import Board, SharedStats
 from dcmrecvd.service.indexproc import PRUNE_INTERVAL, IndexProcess, IndexTrouble
+from dcmrecvd.settings import Settings
 from dcmrecvd.store import index
 
 PROCESS_NAME = "dcmrecvd commitment"
@@ -60,10 +61,9 @@ class CommitmentProcess(IndexProcess):
         mask: set[int | signal.Signals],
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self.loaded = loaded
         self.board = board
         self.clock = clock
-        super().__init__(mask)
+        super().__init__(loaded, mask)
 
     def run(self) -> int:
         settings = self.loaded.settings
@@ -101,14 +101,5 @@ class CommitmentProcess(IndexProcess):
             wait = TICK if upcoming is None else min(TICK, upcoming - self.clock())
             signum = self._wait(wait)
 
-    def _reload(self) -> None:
-        try:
-            loaded = inifile.read(self.loaded.path)
-        except inifile.ConfigError as exc:
-            LOG.error("commitment: configuration not reloaded, the running one stays: %s", exc)
-            return
-        if loaded.settings.commitment is None or loaded.settings.index_path != (
-            self.loaded.settings.index_path
-        ):
-            return  # the parent stops this process for such a change
-        self.loaded = loaded
+    def _serves(self, settings: Settings) -> bool:
+        return settings.commitment is not None

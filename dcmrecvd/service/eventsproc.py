@@ -68,10 +68,9 @@ class EventsProcess(IndexProcess):
         mask: set[int | signal.Signals],
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self.loaded = loaded
         self.clock = clock
         # The runner reaps its hooks itself.
-        super().__init__(mask, defaults=(signal.SIGCHLD,))
+        super().__init__(loaded, mask, defaults=(signal.SIGCHLD,))
 
     def run(self) -> int:
         settings = self.loaded.settings
@@ -118,15 +117,5 @@ class EventsProcess(IndexProcess):
             else:
                 trouble.worked()
 
-    def _reload(self) -> None:
-        try:
-            loaded = inifile.read(self.loaded.path)
-        except inifile.ConfigError as exc:
-            LOG.error("events: configuration not reloaded, the running one stays: %s", exc)
-            return
-        if loaded.settings.events is None or loaded.settings.index_path != (
-            self.loaded.settings.index_path
-        ):
-            # The parent stops this process for such a change; until then, go on.
-            return
-        self.loaded = loaded
+    def _serves(self, settings: Settings) -> bool:
+        return settings.events is not None

@@ -19,7 +19,9 @@ from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 
+from dcmrecvd.config import inifile
 from dcmrecvd.service import workers
+from dcmrecvd.settings import Settings
 from dcmrecvd.store import index
 
 LOG = logging.getLogger("dcmrecv")
@@ -59,15 +61,21 @@ class IndexTrouble:
 
 class IndexProcess:
     """Signals SIGTERM and SIGHUP queued for the main loop, the others the workers use
-    ignored; `kind` names the process in its log lines."""
+    ignored; `kind` names the process in its log lines, `loaded` is the configuration in
+    force."""
 
     kind = "index"
 
     def __init__(
-        self, mask: set[int | signal.Signals], *, defaults: tuple[signal.Signals, ...] = ()
+        self,
+        loaded: inifile.Config,
+        mask: set[int | signal.Signals],
+        *,
+        defaults: tuple[signal.Signals, ...] = (),
     ) -> None:
         """`mask`: the signal mask to restore (the fork blocked them all); `defaults`:
         signals given their default action, before any is unblocked."""
+        self.loaded = loaded
         self._signals: queue.SimpleQueue[int] = queue.SimpleQueue()
         for ignored in (signal.SIGINT, signal.SIGUSR1, workers.ACCEPTING_CHANGED):
             signal.signal(ignored, signal.SIG_IGN)
@@ -76,6 +84,23 @@ class IndexProcess:
         for handled in (signal.SIGTERM, signal.SIGHUP):
             signal.signal(handled, self._on_signal)
         signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+
+    def _serves(self, settings: Settings) -> bool:
+        """Whether this process has work under `settings`."""
+        raise NotImplementedError
+
+    def _reload(self) -> None:
+        """Read the configuration file again (SIGHUP; the parent has just checked it)."""
+        try:
+            loaded = inifile.read(self.loaded.path)
+        except inifile.ConfigError as exc:
+            LOG.error("%s: configuration not reloaded, the running one stays: %s", self.kind, exc)
+            return
+        if not self._serves(loaded.settings) or (
+            loaded.settings.index_path != self.loaded.settings.index_path
+        ):
+            return  # the parent stops this process for such a change; until then, go on
+        self.loaded = loaded
 
     def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
         self._signals.put(signum)  # SimpleQueue.put is safe in a signal handler

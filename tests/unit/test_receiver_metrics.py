@@ -6,7 +6,6 @@ from __future__ import annotations
 import contextlib
 import socket
 import ssl
-import subprocess
 from pathlib import Path
 
 from pynetdicom import AE
@@ -19,7 +18,7 @@ from dcmrecvd.receiver import Receiver
 from dcmrecvd.service.board import Board, SharedStats
 from dcmrecvd.settings import Settings
 from dcmrecvd.stats import Identity, Live
-from tests.support import dicomgen
+from tests.support import certs, dicomgen
 from tests.support.net import LOCALHOST, free_port
 from tests.support.peers import our_receiver
 from tests.support.streaming_peer import wait_until
@@ -129,16 +128,7 @@ def test_a_live_entry_follows_each_object(tmp_path: Path) -> None:
 
 
 def test_a_failed_tls_handshake_is_counted(tmp_path: Path) -> None:
-    key, certificate = tmp_path / "key.pem", tmp_path / "cert.pem"
-    subprocess.run(
-        [
-            *("openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256"),
-            *("-nodes", "-subj", "/CN=dcmrecvd-test", "-days", "1"),
-            *("-keyout", str(key), "-out", str(certificate)),
-        ],
-        check=True,
-        capture_output=True,
-    )
+    key, certificate = certs.self_signed(tmp_path)
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(certificate, key)
     board, stats = shared()

@@ -8,7 +8,6 @@ import ipaddress
 import logging
 import socket
 import ssl
-import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -27,7 +26,7 @@ from dcmrecvd.profiles import all_storage_profile
 from dcmrecvd.receiver import Receiver
 from dcmrecvd.settings import Settings
 from dcmrecvd.stats import Identity, Live, Stats
-from tests.support import proxyrelay, rawpdu
+from tests.support import certs, proxyrelay, rawpdu
 from tests.support.net import LOCALHOST, free_port
 from tests.support.waiting import until
 
@@ -265,16 +264,7 @@ def test_a_local_health_check_is_served_without_rules_and_not_counted(tmp_path: 
 
 
 def test_the_header_comes_before_the_tls_handshake(tmp_path: Path) -> None:
-    key, certificate = tmp_path / "key.pem", tmp_path / "cert.pem"
-    subprocess.run(
-        [
-            *("openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256"),
-            *("-nodes", "-subj", "/CN=dcmrecvd-test", "-days", "1"),
-            *("-keyout", str(key), "-out", str(certificate)),
-        ],
-        check=True,
-        capture_output=True,
-    )
+    key, certificate = certs.self_signed(tmp_path)
     server = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     server.load_cert_chain(certificate, key)
     client = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
