@@ -135,6 +135,21 @@ def _address(text: str) -> str:
     return str(ip)
 
 
+def listen_tcp(address: str, port: int, backlog: int) -> socket.socket:
+    """A TCP socket listening on (address, port); raises OSError as bind() does
+    (socket.create_server's text would repeat the address)."""
+    family = socket.AF_INET6 if ":" in address else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((address, port))
+        sock.listen(backlog)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
 class Listener:
     """A listening TCP socket; `inherited` when systemd passed it in."""
 
@@ -148,16 +163,7 @@ class Listener:
     @classmethod
     def bind(cls, address: str, port: int) -> Listener:
         """Bind and listen on (address, port); raises OSError as bind() does."""
-        family = socket.AF_INET6 if ":" in address else socket.AF_INET
-        sock = socket.socket(family, socket.SOCK_STREAM)
-        try:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            sock.bind((address, port))
-            sock.listen(BACKLOG)
-        except OSError:
-            sock.close()
-            raise
-        return cls(sock, inherited=False)
+        return cls(listen_tcp(address, port, BACKLOG), inherited=False)
 
     @property
     def address(self) -> tuple[str, int]:

@@ -43,7 +43,7 @@ from dcmrecvd.config import inifile
 from dcmrecvd.metrics import status
 from dcmrecvd.metrics.exposition import Gauges, SnapshotCollector
 from dcmrecvd.metrics.snapshot import Snapshot
-from dcmrecvd.pnd.server import Listener
+from dcmrecvd.pnd.server import Listener, listen_tcp
 from dcmrecvd.service import workers
 from dcmrecvd.settings import Settings
 from dcmrecvd.store import index, storage
@@ -226,19 +226,6 @@ class _Running:
         self.server.server_close()
 
 
-def _listen_tcp(address: str, port: int) -> socket.socket:
-    """Raises OSError (socket.create_server's would repeat the address in its text)."""
-    sock = socket.socket(socket.AF_INET6 if ":" in address else socket.AF_INET)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((address, port))
-        sock.listen(BACKLOG)
-    except OSError:
-        sock.close()
-        raise
-    return sock
-
-
 def _listen_unix(path: str) -> socket.socket:
     """A listening AF_UNIX socket at `path`, mode 0660; a stale one there is replaced.
     Raises OSError."""
@@ -351,7 +338,7 @@ class Observer:
             sock = self.metrics_socket
         elif settings.metrics_port is not None:
             try:
-                sock = _listen_tcp(settings.metrics_address, settings.metrics_port)
+                sock = listen_tcp(settings.metrics_address, settings.metrics_port, BACKLOG)
             except OSError as exc:
                 LOG.error(
                     "cannot serve metrics on %s port %d: %s; tried again at the next reload",
