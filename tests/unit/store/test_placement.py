@@ -11,6 +11,7 @@ import pytest
 
 from dcmrecvd.settings import DuplicatePolicy
 from dcmrecvd.store import naming, placement, storage
+from tests.support.fsyncs import record_directory_fsyncs
 
 NAME = "CT.1.2.3"
 
@@ -85,18 +86,6 @@ def test_a_taken_name_follows_the_policy(
     assert placed == placement.Placed(outcome, f"{out}/{NAME}")
     assert (out / NAME).read_bytes() == content
     assert spool_files(out) == []
-
-
-def record_directory_fsyncs(monkeypatch: pytest.MonkeyPatch) -> list[Path]:
-    synced: list[Path] = []
-    real = storage.fsync_directory
-
-    def fsync_directory(directory: Path) -> None:
-        synced.append(directory)
-        real(directory)
-
-    monkeypatch.setattr(storage, "fsync_directory", fsync_directory)
-    return synced
 
 
 def test_keep_first_makes_the_kept_file_durable_before_its_success(

@@ -23,6 +23,7 @@ from pydicom.uid import (
 
 from dcmrecvd.store import filemeta, header, storage
 from tests.support import dicomgen
+from tests.support.fsyncs import record_directory_fsyncs
 
 NODE = "node-1.example"
 
@@ -452,18 +453,6 @@ def test_discard_after_commit_leaves_the_final_file(tmp_path: Path) -> None:
     temp.discard()
     assert (tmp_path / "CT.1").read_bytes() == b"object"
     assert temp.path.read_bytes() == b"someone else's"
-
-
-def record_directory_fsyncs(monkeypatch: pytest.MonkeyPatch) -> list[Path]:
-    synced: list[Path] = []
-    real = storage.fsync_directory
-
-    def fsync_directory(directory: Path) -> None:
-        synced.append(directory)
-        real(directory)
-
-    monkeypatch.setattr(storage, "fsync_directory", fsync_directory)
-    return synced
 
 
 def test_ensure_directory_fsyncs_each_new_level_into_its_parent_once(
