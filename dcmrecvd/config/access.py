@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
 class Rejection(enum.Enum):
@@ -66,16 +67,23 @@ class ProxyPolicy:
         return _in(address, self.trusted)
 
 
-def _in(address: str, networks: tuple[Network, ...]) -> bool:
-    """Whether `address` is in one of `networks`; an IPv4-mapped IPv6 address (what a
-    dual-stack listener sees of an IPv4 peer) counts as the IPv4 address it carries."""
+def ip_of(address: str) -> IPAddress | None:
+    """The IP address `address` names, None if it names none; an IPv4-mapped IPv6
+    address (what a dual-stack listener sees of an IPv4 peer) is the IPv4 address it
+    carries, as rules write it."""
     try:
         ip = ipaddress.ip_address(address)
     except ValueError:
-        return False
+        return None
     if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
-    return any(ip in network for network in networks)
+        return ip.ipv4_mapped
+    return ip
+
+
+def _in(address: str, networks: tuple[Network, ...]) -> bool:
+    """Whether `address` is in one of `networks`."""
+    ip = ip_of(address)
+    return ip is not None and any(ip in network for network in networks)
 
 
 @dataclass(frozen=True)

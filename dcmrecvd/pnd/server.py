@@ -8,7 +8,6 @@ daemon closes its copy of a systemd socket but never shuts it down.
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import socket
 import socketserver
@@ -26,7 +25,7 @@ from pynetdicom.events import EventHandlerType
 from pynetdicom.transport import ThreadedAssociationServer
 
 from dcmrecvd import proxyheader
-from dcmrecvd.config.access import ProxyPolicy
+from dcmrecvd.config.access import ProxyPolicy, ip_of
 from dcmrecvd.negotiation import pynetdicom_contexts
 from dcmrecvd.profiles import Profile
 from dcmrecvd.settings import Settings
@@ -125,14 +124,6 @@ def read_proxy_header(sock: socket.socket, timeout: float) -> proxyheader.Header
         ) from None
     except OSError as exc:
         raise ProxyRefused("closed", f"the connection failed in its PROXY header: {exc}") from None
-
-
-def _address(text: str) -> str:
-    """An IPv4-mapped IPv6 address as the IPv4 address it carries, as rules write it."""
-    ip = ipaddress.ip_address(text)
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        return str(ip.ipv4_mapped)
-    return str(ip)
 
 
 def listen_tcp(address: str, port: int, backlog: int) -> socket.socket:
@@ -291,7 +282,8 @@ class _SharedSocketServer(ThreadedAssociationServer):
                 return
             relay = Relay(proxy=client_address[0], check=header.version == 2 and header.local)
             if header.source is not None:
-                client_address = (_address(header.source[0]), header.source[1])
+                # The parser gives only valid addresses.
+                client_address = (str(ip_of(header.source[0])), header.source[1])
         if self.ssl_context is not None:
             request = self.ssl_context.wrap_socket(
                 request, server_side=True, do_handshake_on_connect=False
