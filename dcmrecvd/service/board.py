@@ -327,7 +327,13 @@ class Board:
 
     def set_accepting(self, accepting: bool) -> None:
         with self._locked() as data:
-            data.slots[self.slot].accepting = int(accepting)
+            slot = data.slots[self.slot]
+            slot.accepting = int(accepting)
+            if accepting:
+                # Its first sign of health: the first beat comes a BEAT_INTERVAL later,
+                # and a worker slow to start (a loaded machine) would otherwise look dead
+                # to the watchdog check right after the reload that started it.
+                slot.beat = time.monotonic()
 
     def count(self, *, associations: int = 0, instances: int = 0, size: int = 0) -> None:
         # Once per instance: only this worker writes its slot's counters, so its threads'

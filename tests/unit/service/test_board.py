@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from dcmrecvd.config.access import AccessPolicy, PeerRule
@@ -53,3 +55,17 @@ def test_a_rule_whose_digest_holds_a_nul_is_counted_and_released(
     admission.leave(first)
     assert admission.admit(policy, 10, ("CT01", "DCMRECVD", "10.1.1.1")).accepted
     assert "too many access rules" not in caplog.text
+
+
+def test_a_worker_that_starts_accepting_has_beaten() -> None:
+    board = Board()
+    slot = board.claim()
+    board.assign(slot, 4242)
+    board.slot = slot
+    assert board.beat_of(slot) == 0.0
+    before = time.monotonic()
+    board.set_accepting(True)
+    assert before <= board.beat_of(slot) <= time.monotonic()
+    beat = board.beat_of(slot)
+    board.set_accepting(False)  # stopping to accept is no sign of health
+    assert board.beat_of(slot) == beat
